@@ -1,0 +1,60 @@
+//! Detectors: the product that runs on live nodes (`faultline check`). Scenarios prove them;
+//! a detector never imports a scenario.
+
+use std::path::PathBuf;
+
+use crate::finding::Finding;
+
+/// What `faultline check` hands every detector.
+#[derive(Debug, Clone)]
+pub struct CheckInput {
+    /// A saved kernel log (`dmesg`, `dmesg -T`, `journalctl -k`) instead of live /dev/kmsg.
+    pub kmsg_file: Option<PathBuf>,
+    /// Directories named with `--path`.
+    pub paths: Vec<PathBuf>,
+    /// Where procfs is mounted (tests point it elsewhere only for unit-level parsing).
+    pub proc_root: PathBuf,
+}
+
+impl Default for CheckInput {
+    fn default() -> Self {
+        CheckInput {
+            kmsg_file: None,
+            paths: Vec::new(),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("failed to read {what}")]
+    Read {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub trait Detector: Sync {
+    fn name(&self) -> &'static str;
+    fn summary(&self) -> &'static str;
+    /// `Err(reason)` when this detector cannot run on this host (or with this input); `check`
+    /// with no names skips it then, and names it with the reason.
+    fn applicable(&self, input: &CheckInput) -> Result<(), String> {
+        let _ = input;
+        Ok(())
+    }
+    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError>;
+}
+
+/// Every detector, in the order DESIGN.md lists them.
+pub fn all() -> Vec<&'static dyn Detector> {
+    vec![]
+}
+
+pub fn by_name(name: &str) -> Option<&'static dyn Detector> {
+    all().into_iter().find(|d| d.name() == name)
+}

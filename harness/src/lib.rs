@@ -1,0 +1,18 @@
+//! faultline's harness: the scenario contract, the runner that executes each scenario in its own
+//! namespaces, the environment guards, fault injection, the detectors that also run on live
+//! nodes, and the output formats.
+
+pub mod detect;
+pub mod finding;
+pub mod guard;
+pub mod kernel;
+pub mod kmsg;
+pub mod requirement;
+pub mod result;
+pub mod scenario;
+
+pub use finding::{Finding, Severity};
+pub use kernel::KernelVersion;
+pub use requirement::Requirement;
+pub use result::{RunReport, ScenarioResult, Status, VariantResult};
+pub use scenario::{Context, Expectation, Scenario, Variant, VariantOutcome};

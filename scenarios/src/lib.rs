@@ -1,0 +1,8 @@
+//! faultline's scenarios, one file each, named after the scenario.
+
+use harness::Scenario;
+
+/// Every scenario, in the order DESIGN.md lists them.
+pub fn all() -> Vec<&'static dyn Scenario> {
+    vec![]
+}

@@ -1,0 +1,1 @@
+//! The disposable VM backend: guest kernel fetch, initramfs builder, qemu runner.
