@@ -5,6 +5,7 @@
 pub mod detect;
 pub mod finding;
 pub mod guard;
+pub mod internal;
 pub mod kernel;
 pub mod kmsg;
 pub mod requirement;
