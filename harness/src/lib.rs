@@ -4,6 +4,7 @@
 
 pub mod detect;
 pub mod finding;
+pub mod fuse;
 pub mod guard;
 pub mod internal;
 pub mod kernel;
