@@ -18,8 +18,10 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent.as_raw() {
+            // The parent may have died before prctl took effect. A child that is pid 1 of a
+            // new pid namespace sees its parent as 0.
+            let ppid = libc::getppid();
+            if ppid != parent.as_raw() && ppid != 0 {
                 libc::_exit(1);
             }
             Ok(())
