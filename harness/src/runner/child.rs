@@ -208,8 +208,20 @@ fn run_variants(
         result.status = status;
         result.reason = reason;
     }
+    let kmsg = ctx.kmsg_since_marker();
+    let alerts = crate::kmsg::alerts(&kmsg);
+    if let Some(first) = alerts.first() {
+        if result.status == Status::Pass {
+            result.status = Status::Fail;
+        }
+        result.reason = format!(
+            "{}; the kernel log has {} alert line(s), first: {}",
+            result.reason,
+            alerts.len(),
+            first.message
+        );
+    }
     if result.status != Status::Pass || args.keep {
-        let kmsg = ctx.kmsg_since_marker();
         match artifacts::write(&ctx.artifacts, &kmsg, &result) {
             Ok(()) => tracing::info!("artifacts in {}", args.artifacts.display()),
             Err(e) => tracing::warn!("failed to write artifacts: {e}"),
