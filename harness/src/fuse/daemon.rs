@@ -423,23 +423,25 @@ fn parse_args(args: &[String]) -> Result<DaemonArgs, String> {
     Ok(a)
 }
 
-/// What fusermount checked before mounting: the mount point must be reachable, and empty
-/// unless `nonempty` was given.
+/// What fusermount checked before mounting: the mount point must be reachable and empty.
+/// `nonempty` skips both: mount(2) itself only needs the path to resolve, which the root of a
+/// dead FUSE mount still does, so the new mount lands on top of the dead one.
 fn check_mount_point(a: &DaemonArgs) -> Result<(), String> {
+    if a.nonempty {
+        return Ok(());
+    }
     let meta = std::fs::metadata(&a.mount)
         .map_err(|e| format!("failed to access mountpoint {}: {e}", a.mount.display()))?;
     if !meta.is_dir() {
         return Err(format!("mountpoint {} is not a directory", a.mount.display()));
     }
-    if !a.nonempty {
-        let mut entries = std::fs::read_dir(&a.mount)
-            .map_err(|e| format!("failed to read mountpoint {}: {e}", a.mount.display()))?;
-        if entries.next().is_some() {
-            return Err(format!(
-                "mountpoint {} is not empty (use nonempty to mount over it)",
-                a.mount.display()
-            ));
-        }
+    let mut entries = std::fs::read_dir(&a.mount)
+        .map_err(|e| format!("failed to read mountpoint {}: {e}", a.mount.display()))?;
+    if entries.next().is_some() {
+        return Err(format!(
+            "mountpoint {} is not empty (use nonempty to mount over it)",
+            a.mount.display()
+        ));
     }
     Ok(())
 }
