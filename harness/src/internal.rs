@@ -23,6 +23,7 @@ pub fn dispatch(extra: &[(&str, Entry)]) {
         ("ns-init", crate::runner::child::ns_init_main),
         ("scenario", crate::runner::child::scenario_main),
         ("fuse-daemon", crate::fuse::daemon::main),
+        ("runc-bind", crate::runc_bind::main),
     ];
     let entry = builtin
         .iter()

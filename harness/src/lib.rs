@@ -12,6 +12,7 @@ pub mod kmsg;
 pub mod output;
 pub mod requirement;
 pub mod result;
+pub mod runc_bind;
 pub mod runner;
 pub mod scenario;
 
