@@ -10,8 +10,10 @@ pub mod kernel;
 pub mod kmsg;
 pub mod mount_namespace;
 pub mod mountinfo;
+pub mod output;
 pub mod requirement;
 pub mod result;
+pub mod runner;
 pub mod scenario;
 
 pub use finding::{Finding, Severity};
