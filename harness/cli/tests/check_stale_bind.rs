@@ -135,3 +135,28 @@ fn detector_reports_stale_bind_and_ignores_healthy_bind() {
     let findings = harness::detect::stale_bind::scan(Path::new("/proc")).unwrap();
     assert_reported(&findings, &s);
 }
+
+#[test]
+fn check_cli_reports_stale_bind_and_ignores_healthy_bind() {
+    if let Some(reason) = unmet() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let s = setup();
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["check", "stale-bind", "--json"])
+        .output()
+        .expect("failed to run faultline");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // A finding (ours, at least) means exit code 1.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("check --json prints JSON");
+    let findings: Vec<Finding> =
+        serde_json::from_value(doc["findings"].clone()).expect("findings decode");
+    assert_reported(&findings, &s);
+}
