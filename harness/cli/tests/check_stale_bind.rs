@@ -48,10 +48,11 @@ fn unmet() -> Option<String> {
     ])
 }
 
+/// Fields drop in order: the holders die before their tempdir is removed.
 struct Setup {
-    dir: tempfile::TempDir,
     stale: ChildGroup,
     healthy: ChildGroup,
+    dir: tempfile::TempDir,
 }
 
 impl Setup {
@@ -83,9 +84,9 @@ fn setup() -> Setup {
     std::fs::write(d.join("new.txt"), "version2\n").unwrap();
     std::fs::rename(d.join("new.txt"), d.join("data.txt")).unwrap();
     Setup {
-        dir,
         stale,
         healthy,
+        dir,
     }
 }
 

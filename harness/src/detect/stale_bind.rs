@@ -39,7 +39,7 @@ fn is_remote_or_fuse(fstype: &str) -> bool {
         || fstype.starts_with("nfs")
         || matches!(
             fstype,
-            "cifs" | "smb3" | "ceph" | "9p" | "glusterfs" | "lustre" | "afs" | "sshfs"
+            "cifs" | "smb3" | "ceph" | "9p" | "glusterfs" | "lustre" | "afs"
         )
 }
 
@@ -275,4 +275,47 @@ fn open_readonly(path: &Path) -> std::io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mountinfo::parse;
+
+    /// From /proc/self/mountinfo in an `unshare -m` shell: a tmpfs, two directory binds of it,
+    /// and a file bind whose source was replaced with `mv -f` (captured on kernel 6.18.44).
+    const CAPTURED: &[u8] = br"63 43 0:39 / /tmp/hp-capture rw,relatime - tmpfs tmpfs rw,size=1024k
+65 63 0:39 /src\040dir /tmp/hp-capture/with\011tab rw,relatime - tmpfs tmpfs rw,size=1024k
+68 63 0:39 /data.txt//deleted /tmp/hp-capture/target.txt ro,relatime - tmpfs tmpfs rw,size=1024k
+";
+
+    #[test]
+    fn host_path_prefers_the_mount_with_the_longest_root() {
+        let m = parse(CAPTURED).unwrap();
+        let stale = &m[2];
+        assert_eq!(
+            host_path_of(stale, &m),
+            Some(PathBuf::from("/tmp/hp-capture/data.txt"))
+        );
+        // A file under the bound subdirectory is named through that bind.
+        let mut under = stale.clone();
+        under.root = PathBuf::from("/src dir/f");
+        assert_eq!(
+            host_path_of(&under, &m),
+            Some(PathBuf::from("/tmp/hp-capture/with\ttab/f"))
+        );
+        // Another device: unknown.
+        under.minor = 99;
+        assert_eq!(host_path_of(&under, &m), None);
+    }
+
+    #[test]
+    fn remote_and_fuse_types_are_not_stat_ed_blindly() {
+        assert!(is_remote_or_fuse("fuse.sshfs"));
+        assert!(is_remote_or_fuse("fuse"));
+        assert!(is_remote_or_fuse("nfs4"));
+        assert!(is_remote_or_fuse("ceph"));
+        assert!(!is_remote_or_fuse("ext4"));
+        assert!(!is_remote_or_fuse("tmpfs"));
+    }
 }
