@@ -145,12 +145,14 @@ mod tests {
         let status = g.teardown().unwrap().unwrap();
         assert!(!status.success());
         // No member of the group is left once init has reaped the killed members.
-        crate::guard::wait_until("the group to be gone", Duration::from_secs(5), || {
-            match killpg(Pid::from_raw(pgid), None) {
+        crate::guard::wait_until(
+            "the group to be gone",
+            Duration::from_secs(5),
+            || match killpg(Pid::from_raw(pgid), None) {
                 Err(nix::errno::Errno::ESRCH) => Ok(()),
                 other => Err(format!("killpg(0) = {other:?}")),
-            }
-        })
+            },
+        )
         .unwrap();
     }
 }
