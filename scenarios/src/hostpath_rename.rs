@@ -172,6 +172,8 @@ impl Scenario for HostpathRename {
         // namespace, so every finding is about this scenario's processes.
         let findings = stale_bind::scan(Path::new("/proc")).context("stale-bind failed")?;
 
+        // The symptom a user sees; the 0 link count and `//deleted` root are its signature,
+        // recorded in `observed` and checked independently by the detector.
         let reproduced = after.content == OLD;
         let observed = json!({
             "update": match mode {
