@@ -2,7 +2,9 @@
 
 use harness::Scenario;
 
+pub mod hostpath_rename;
+
 /// Every scenario, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![]
+    vec![&hostpath_rename::HostpathRename]
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use crate::finding::Finding;
 
+pub mod stale_bind;
+
 /// What `faultline check` hands every detector.
 #[derive(Debug, Clone)]
 pub struct CheckInput {
@@ -52,7 +54,7 @@ pub trait Detector: Sync {
 
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
-    vec![]
+    vec![&stale_bind::StaleBind]
 }
 
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {
