@@ -24,6 +24,7 @@ pub fn dispatch(extra: &[(&str, Entry)]) {
         ("scenario", crate::runner::child::scenario_main),
         ("container", crate::guard::container::container_main),
         ("fuse-daemon", crate::fuse::daemon::main),
+        ("fuse-probe", crate::detect::dead_fuse::probe_main),
         ("runc-bind", crate::runc_bind::main),
     ];
     let entry = builtin

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::finding::Finding;
 
+pub mod dead_fuse;
 pub mod stale_bind;
 
 /// What `faultline check` hands every detector.
@@ -54,7 +55,7 @@ pub trait Detector: Sync {
 
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
-    vec![&stale_bind::StaleBind]
+    vec![&stale_bind::StaleBind, &dead_fuse::DeadFuse]
 }
 
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {
