@@ -582,6 +582,69 @@ mod tests {
         assert!(!is_fuse("ext4"));
     }
 
+    /// Captured on this machine (6.18): a dead ceph-fuse stand-in (0:40) with a CSI bind of
+    /// its subdirectory, a restarted daemon (0:41) stacked on the same mount point, and a CSI
+    /// bind whose source directory (with a space in its name) was removed.
+    const CAPTURED: &str = "\
+63 43 0:39 / /tmp/capx rw,relatime - tmpfs tmpfs rw
+64 63 0:40 / /tmp/capx/ceph rw,nosuid,nodev,relatime - fuse.ceph-fuse ceph-fuse rw,user_id=0,group_id=0,default_permissions,allow_other
+65 63 0:40 /dashboard-folder /tmp/capx/kubelet/pods/92f2591b-66b5-4843-b7a7-42d0acd2be07/volumes/kubernetes.io~csi/dashboard-folder/mount rw,nosuid,nodev,relatime - fuse.ceph-fuse ceph-fuse rw,user_id=0,group_id=0,default_permissions,allow_other
+66 64 0:41 / /tmp/capx/ceph rw,nosuid,nodev,relatime - fuse.ceph-fuse ceph-fuse rw,user_id=0,group_id=0,default_permissions,allow_other
+67 63 0:39 /ceph/vol\\0401//deleted /tmp/capx/var/lib/kubelet/pods/u-1/volumes/kubernetes.io~csi/vol\\0401/mount rw,relatime - tmpfs tmpfs rw
+68 66 0:42 / /tmp/capx/ceph/nested rw,nosuid,nodev,relatime - fuse.other other rw,user_id=0,group_id=0
+";
+
+    #[test]
+    fn stacking_nesting_and_csi_roots_from_captured_mountinfo() {
+        let mounts = crate::mountinfo::parse(CAPTURED.as_bytes()).unwrap();
+        let ns = MountNamespace {
+            inode: 1,
+            pids: vec![1],
+        };
+        let seen = interesting(&ns, 1, &mounts);
+        let by_id = |id: u64| seen.iter().find(|s| s.mount.mount_id == id).unwrap();
+        assert_eq!(seen.len(), 5, "tmpfs root is not interesting: {seen:#?}");
+        // The dead mount is covered by the restarted daemon's mount; nothing covers that.
+        assert_eq!(by_id(64).shadowed_by, vec![66]);
+        assert!(by_id(66).shadowed_by.is_empty());
+        assert!(by_id(65).shadowed_by.is_empty());
+        // Stacked on the dead mount is not nested in it; a mount below a FUSE path is.
+        assert!(!by_id(66).nested_in_fuse);
+        assert!(by_id(68).nested_in_fuse);
+        let deleted = by_id(67);
+        assert!(deleted.mount.root_deleted);
+        assert_eq!(
+            kubelet_csi_volume(&deleted.mount.mount_point),
+            Some(("u-1".into(), "vol 1".into()))
+        );
+        let f = deleted_finding(deleted);
+        assert_eq!(f.severity, Severity::Critical);
+        assert_eq!(f.evidence["volume"], "vol 1");
+        assert_eq!(f.evidence["root"], "/ceph/vol 1//deleted");
+    }
+
+    #[test]
+    fn findings_follow_the_probe() {
+        let mounts = crate::mountinfo::parse(CAPTURED.as_bytes()).unwrap();
+        let ns = MountNamespace {
+            inode: 1,
+            pids: vec![1],
+        };
+        let seen = interesting(&ns, 1, &mounts);
+        let by_id = |id: u64| seen.iter().find(|s| s.mount.mount_id == id).unwrap();
+        let limit = PROBE_LIMIT;
+        let dead = fuse_finding(by_id(65), &seen, &Liveness::Dead, None, limit).unwrap();
+        assert_eq!(dead.severity, Severity::Critical);
+        assert!(dead.message.contains("pod 92f2591b-66b5-4843-b7a7-42d0acd2be07"));
+        assert_eq!(dead.evidence["same_connection"].as_array().unwrap().len(), 1);
+        // Healthy and uncovered: nothing to say. Healthy but covered: a warning.
+        assert!(fuse_finding(by_id(66), &seen, &Liveness::Alive, None, limit).is_none());
+        let covered = fuse_finding(by_id(64), &seen, &Liveness::Alive, None, limit).unwrap();
+        assert_eq!(covered.severity, Severity::Warning);
+        let hung = fuse_finding(by_id(66), &seen, &Liveness::Hung, None, limit).unwrap();
+        assert_eq!(hung.severity, Severity::Warning);
+    }
+
     #[test]
     fn probe_answers() {
         assert_eq!(parse_probe_line("path ok 40000"), Liveness::Alive);
