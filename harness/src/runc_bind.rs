@@ -25,7 +25,7 @@ pub struct Step {
     pub error: Option<String>,
 }
 
-/// The whole start: every step up to the first failure.
+/// The whole start: every step that could run, in runc's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerStart {
     pub steps: Vec<Step>,
@@ -61,8 +61,8 @@ pub fn start_container(
     // A start that hangs on a stuck mount is killed with its process group by the guard.
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut group =
-        crate::guard::ChildGroup::spawn("container start", &mut cmd).map_err(RuncBindError::Spawn)?;
+    let mut group = crate::guard::ChildGroup::spawn("container start", &mut cmd)
+        .map_err(RuncBindError::Spawn)?;
     let status = group
         .wait_timeout(std::time::Duration::from_secs(20))
         .map_err(RuncBindError::Spawn)?;
@@ -116,50 +116,56 @@ fn open_path(path: &Path, nofollow: bool) -> nix::Result<OwnedFd> {
 }
 
 fn run_steps(source: &Path, rootfs: &Path, dest: &str) -> ContainerStart {
+    // Every step that can still run after a failure runs, so the report shows the errno of
+    // each (runc itself stops at the first; `failed_step` is where it stopped).
     let mut r = ContainerStart::default();
-    macro_rules! step {
-        ($name:expr, $e:expr) => {
-            match $e {
-                Ok(v) => {
-                    r.steps.push(ok_step($name));
-                    v
-                }
-                Err(e) => {
-                    r.steps.push(errno_step($name, e));
-                    return r;
-                }
-            }
-        };
-    }
+    let mut record = |name: &str, res: nix::Result<()>| {
+        r.steps.push(match res {
+            Ok(()) => ok_step(name),
+            Err(e) => errno_step(name, e),
+        });
+    };
+    let io = |e: std::io::Error| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
     let target: PathBuf = rootfs.join(dest.trim_start_matches('/'));
-    step!("stat bind mount source", stat(source));
-    step!(
+    record("stat bind mount source", stat(source));
+    record(
         "create mount destination",
-        std::fs::create_dir_all(&target).map_err(|e| nix::Error::from_raw(
-            e.raw_os_error().unwrap_or(libc::EIO)
-        ))
+        std::fs::create_dir_all(&target).map_err(io),
     );
-    let src = step!("open source O_PATH", open_path(source, false));
-    let dst = step!("open destination O_PATH", open_path(&target, true));
-    let src_proc = format!("/proc/self/fd/{}", src.as_raw_fd());
-    let dst_proc = format!("/proc/self/fd/{}", dst.as_raw_fd());
-    step!(
-        "mount through procfd",
-        mount(
+    let src = open_path(source, false);
+    record(
+        "open source O_PATH",
+        src.as_ref().map(|_| ()).map_err(|e| *e),
+    );
+    let dst = open_path(&target, true);
+    record(
+        "open destination O_PATH",
+        dst.as_ref().map(|_| ()).map_err(|e| *e),
+    );
+    let mut mounted = false;
+    if let (Ok(src), Ok(dst)) = (&src, &dst) {
+        let src_proc = format!("/proc/self/fd/{}", src.as_raw_fd());
+        let dst_proc = format!("/proc/self/fd/{}", dst.as_raw_fd());
+        let res = mount(
             Some(src_proc.as_str()),
             dst_proc.as_str(),
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
-        )
-    );
-    step!(
-        "container lists its volume",
-        std::fs::read_dir(&target)
-            .and_then(|d| d.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-    );
-    r.started = true;
+        );
+        mounted = res.is_ok();
+        record("mount through procfd", res);
+    }
+    if mounted {
+        record(
+            "container lists its volume",
+            std::fs::read_dir(&target)
+                .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+                .map(|_| ())
+                .map_err(io),
+        );
+    }
+    r.started = mounted && r.steps.iter().all(|s| s.ok);
     r
 }
 

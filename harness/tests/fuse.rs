@@ -16,6 +16,7 @@ use harness::guard::{wait_until, Mount};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type R = Result<(), Failed>;
+type Test = (&'static str, fn() -> R);
 
 fn fail(msg: impl std::fmt::Display) -> Failed {
     Failed::from(msg.to_string())
@@ -146,7 +147,11 @@ fn file_ops() -> R {
     );
     fs::set_permissions(mp.join("dir/hard"), fs::Permissions::from_mode(0o600)).map_err(fail)?;
     ensure!(
-        fs::metadata(backing.join("dir/renamed")).map_err(fail)?.mode() & 0o777 == 0o600,
+        fs::metadata(backing.join("dir/renamed"))
+            .map_err(fail)?
+            .mode()
+            & 0o777
+            == 0o600,
         "chmod did not reach the backing file"
     );
     let mut names: Vec<String> = fs::read_dir(mp.join("dir"))
@@ -258,13 +263,17 @@ fn locks() -> R {
     let b2 = b.try_clone().map_err(fail)?;
     let waiter = std::thread::spawn(move || ofd_lock(&b2, libc::F_WRLCK, true));
     drop(a);
-    let got = wait_until("the blocked lock to be granted", Duration::from_secs(10), || {
-        if waiter.is_finished() {
-            Ok(())
-        } else {
-            Err("still waiting".into())
-        }
-    });
+    let got = wait_until(
+        "the blocked lock to be granted",
+        Duration::from_secs(10),
+        || {
+            if waiter.is_finished() {
+                Ok(())
+            } else {
+                Err("still waiting".into())
+            }
+        },
+    );
     got.map_err(fail)?;
     ensure!(
         waiter.join().unwrap().is_ok(),
@@ -421,12 +430,14 @@ fn nonempty_and_ownership() -> R {
         err.to_string().contains("not empty"),
         "mounting on a non-empty dir without nonempty: {err}"
     );
-    let mut old = FuseDaemon::start(&FuseConfig::new(&backing, &mp).nonempty(true)).map_err(fail)?;
+    let mut old =
+        FuseDaemon::start(&FuseConfig::new(&backing, &mp).nonempty(true)).map_err(fail)?;
     old.kill().map_err(fail)?;
     // Without nonempty the restart fails the way fusermount did on a dead mount point.
     let err = FuseDaemon::start(&FuseConfig::new(&backing, &mp)).unwrap_err();
     ensure!(
-        err.to_string().contains("Transport endpoint is not connected"),
+        err.to_string()
+            .contains("Transport endpoint is not connected"),
         "restart on the dead mount point without nonempty: {err}"
     );
     let new = FuseDaemon::start(&FuseConfig::new(&backing, &mp).nonempty(true)).map_err(fail)?;
@@ -443,10 +454,17 @@ fn nonempty_and_ownership() -> R {
     );
     drop(new);
     let left = mountinfo_lines_for(&mp);
-    ensure!(left.len() == 1, "expected the old dead mount only: {left:?}");
+    ensure!(
+        left.len() == 1,
+        "expected the old dead mount only: {left:?}"
+    );
     // The test's namespace takes the rest; unmount it here to prove it is not stuck.
     Mount::adopt(&mp).teardown().map_err(fail)?;
-    ensure!(mountinfo_lines_for(&mp).is_empty(), "mounts left at {}", mp.display());
+    ensure!(
+        mountinfo_lines_for(&mp).is_empty(),
+        "mounts left at {}",
+        mp.display()
+    );
     Ok(())
 }
 
@@ -473,7 +491,7 @@ fn main() {
         )
         .expect("make / rprivate");
     }
-    let tests: Vec<(&str, fn() -> R)> = vec![
+    let tests: Vec<Test> = vec![
         ("fuse_file_ops", file_ops),
         ("fuse_locks", locks),
         ("fuse_loop_device", loop_device),

@@ -72,11 +72,20 @@ impl Layout {
             rootfs: dir.join("run/containerd/io.containerd.runtime.v2.task/k8s.io/c1/rootfs"),
             dir,
         };
-        for d in [&l.backing.join(VOLUME), &l.ceph_mount, &l.csi_target, &l.rootfs] {
-            std::fs::create_dir_all(d).with_context(|| format!("failed to create {}", d.display()))?;
+        for d in [
+            &l.backing.join(VOLUME),
+            &l.ceph_mount,
+            &l.csi_target,
+            &l.rootfs,
+        ] {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("failed to create {}", d.display()))?;
         }
-        std::fs::write(l.backing.join(VOLUME).join("dashboard.json"), b"{\"panels\":[]}\n")
-            .context("failed to write the volume's file")?;
+        std::fs::write(
+            l.backing.join(VOLUME).join("dashboard.json"),
+            b"{\"panels\":[]}\n",
+        )
+        .context("failed to write the volume's file")?;
         Ok(l)
     }
 
@@ -133,7 +142,9 @@ fn errno_of(v: &serde_json::Value) -> Option<i64> {
 }
 
 fn list(path: &Path) -> std::io::Result<()> {
-    std::fs::read_dir(path)?.collect::<Result<Vec<_>, _>>().map(|_| ())
+    std::fs::read_dir(path)?
+        .collect::<Result<Vec<_>, _>>()
+        .map(|_| ())
 }
 
 /// Reads the volume through kubelet's path, as the pod's existing containers do.
@@ -227,7 +238,9 @@ impl Scenario for FuseDaemonRestart {
             "restart-nonempty" => {
                 // What a restart without nonempty gets: fusermount's check of the mount point.
                 let refused = match l.daemon(false) {
-                    Ok(_) => anyhow::bail!("a restart without nonempty mounted over the dead mount"),
+                    Ok(_) => {
+                        anyhow::bail!("a restart without nonempty mounted over the dead mount")
+                    }
                     Err(e) => format!("{:#}", e),
                 };
                 let d = l.daemon(true)?;
@@ -255,9 +268,12 @@ impl Scenario for FuseDaemonRestart {
             "remount" => {
                 // The fix, in the order that leaves nothing stale behind.
                 if let Some(mut b) = csi_bind.take() {
-                    b.teardown().context("failed to unmount the stale CSI bind")?;
+                    b.teardown()
+                        .context("failed to unmount the stale CSI bind")?;
                 }
-                first.teardown().context("failed to unmount the dead ceph-fuse mount")?;
+                first
+                    .teardown()
+                    .context("failed to unmount the dead ceph-fuse mount")?;
                 let d = l.daemon(false)?;
                 csi_bind = Some(l.csi_publish()?);
                 let csi = csi_access(&l);
@@ -272,6 +288,10 @@ impl Scenario for FuseDaemonRestart {
             }
             other => anyhow::bail!("unknown variant {other:?}"),
         };
+        if let Some(start) = observed.get("container_start").cloned() {
+            let start: ContainerStart = serde_json::from_value(start)?;
+            observed["container_start_failed_at"] = json!(start.failed_step());
+        }
         observed["mountinfo"] = l.mounts();
         let findings = dead_fuse::scan(
             Path::new("/proc"),

@@ -7,5 +7,8 @@ pub mod hostpath_rename;
 
 /// Every scenario, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![&hostpath_rename::HostpathRename, &fuse_daemon_restart::FuseDaemonRestart]
+    vec![
+        &hostpath_rename::HostpathRename,
+        &fuse_daemon_restart::FuseDaemonRestart,
+    ]
 }

@@ -67,7 +67,12 @@ fn setup() -> Setup {
         .tempdir()
         .unwrap();
     let d = dir.path();
-    for sub in ["src/volume", "dead", "live", "pods/u1/volumes/kubernetes.io~csi/vol/mount"] {
+    for sub in [
+        "src/volume",
+        "dead",
+        "live",
+        "pods/u1/volumes/kubernetes.io~csi/vol/mount",
+    ] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
     std::fs::write(d.join("src/volume/data"), "x").unwrap();

@@ -139,7 +139,8 @@ pub fn scan(
         };
         seen.extend(interesting(ns, pid, &mounts));
     }
-    let under = |m: &MountInfo| paths.is_empty() || paths.iter().any(|p| m.mount_point.starts_with(p));
+    let under =
+        |m: &MountInfo| paths.is_empty() || paths.iter().any(|p| m.mount_point.starts_with(p));
     let selected: BTreeSet<(u32, u32)> = seen
         .iter()
         .filter(|s| is_fuse(&s.mount.fstype) && under(&s.mount))
@@ -164,15 +165,16 @@ pub fn scan(
         let dev = (s.mount.major, s.mount.minor);
         let fuse = is_fuse(&s.mount.fstype);
         if fuse && selected.contains(&dev) {
-            let live = report
-                .liveness
-                .get(&dev)
-                .cloned()
-                .unwrap_or_else(|| Liveness::Unknown("no mount of it could be probed safely".into()));
+            let live = report.liveness.get(&dev).cloned().unwrap_or_else(|| {
+                Liveness::Unknown("no mount of it could be probed safely".into())
+            });
             if let Some(f) = fuse_finding(s, &seen, &live, report.waiting.get(&dev.1), limit) {
                 findings.push(f);
             }
-        } else if s.mount.root_deleted && under(&s.mount) && kubelet_csi_volume(&s.mount.mount_point).is_some() {
+        } else if s.mount.root_deleted
+            && under(&s.mount)
+            && kubelet_csi_volume(&s.mount.mount_point).is_some()
+        {
             findings.push(deleted_finding(s));
         }
     }
@@ -192,8 +194,7 @@ fn interesting<'a>(ns: &'a MountNamespace, pid: i32, mounts: &[MountInfo]) -> Ve
     mounts
         .iter()
         .filter(|m| {
-            is_fuse(&m.fstype)
-                || (m.root_deleted && kubelet_csi_volume(&m.mount_point).is_some())
+            is_fuse(&m.fstype) || (m.root_deleted && kubelet_csi_volume(&m.mount_point).is_some())
         })
         .map(|m| {
             // A mount stacked on the same mount point is a child of this mount at its root;
@@ -388,7 +389,10 @@ fn abandon(mut child: Child) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    tracing::warn!("probe process {} did not exit after SIGKILL; leaving it", child.id());
+    tracing::warn!(
+        "probe process {} did not exit after SIGKILL; leaving it",
+        child.id()
+    );
 }
 
 fn run_probes(probes: &[((u32, u32), PathBuf)], minors: &[u32], limit: Duration) -> ProbeReport {
@@ -398,7 +402,9 @@ fn run_probes(probes: &[((u32, u32), PathBuf)], minors: &[u32], limit: Duration)
         match spawn_probe(&args) {
             Ok((child, rx)) => {
                 for _ in minors {
-                    let Ok(line) = rx.recv_timeout(limit) else { break };
+                    let Ok(line) = rx.recv_timeout(limit) else {
+                        break;
+                    };
                     let w: Vec<&str> = line.split_whitespace().collect();
                     if let ["conn", minor, value] = w.as_slice() {
                         if let Ok(minor) = minor.parse() {
@@ -423,14 +429,14 @@ fn run_probes(probes: &[((u32, u32), PathBuf)], minors: &[u32], limit: Duration)
             Ok(v) => v,
             Err(e) => {
                 for (dev, _) in &probes[next..] {
-                    report
-                        .liveness
-                        .insert(*dev, Liveness::Unknown(format!("failed to start probe: {e}")));
+                    report.liveness.insert(
+                        *dev,
+                        Liveness::Unknown(format!("failed to start probe: {e}")),
+                    );
                 }
                 break;
             }
         };
-        let mut hung = false;
         while next < probes.len() {
             let dev = probes[next].0;
             match rx.recv_timeout(limit) {
@@ -441,7 +447,6 @@ fn run_probes(probes: &[((u32, u32), PathBuf)], minors: &[u32], limit: Duration)
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     report.liveness.insert(dev, Liveness::Hung);
                     next += 1;
-                    hung = true;
                     break;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -454,7 +459,6 @@ fn run_probes(probes: &[((u32, u32), PathBuf)], minors: &[u32], limit: Duration)
             }
         }
         abandon(child);
-        let _ = hung;
     }
     report
 }
@@ -489,7 +493,9 @@ fn statx_type_errno(path: &Path) -> Result<u32, i32> {
         if rc == 0 {
             Ok(stx.stx_mode as u32 & libc::S_IFMT)
         } else {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+            Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
         }
     }
 }
@@ -502,7 +508,7 @@ const FUSECTL_DIR: &str = "/sys/fs/fuse/connections";
 fn private_fusectl() -> bool {
     let mounted = || {
         nix::sys::statfs::statfs(FUSECTL_DIR)
-            .map(|s| s.filesystem_type().0 as i64 == FUSECTL_MAGIC)
+            .map(|s| s.filesystem_type().0 == FUSECTL_MAGIC)
             .unwrap_or(false)
     };
     if mounted() {
@@ -569,8 +575,16 @@ mod tests {
                 "dashboard-folder".into()
             ))
         );
-        assert_eq!(kubelet_csi_volume(Path::new("/var/lib/kubelet/pods/x/volumes/kubernetes.io~empty-dir/v")), None);
-        assert_eq!(kubelet_csi_volume(Path::new("/mnt/kubernetes.io~csi/v")), None);
+        assert_eq!(
+            kubelet_csi_volume(Path::new(
+                "/var/lib/kubelet/pods/x/volumes/kubernetes.io~empty-dir/v"
+            )),
+            None
+        );
+        assert_eq!(
+            kubelet_csi_volume(Path::new("/mnt/kubernetes.io~csi/v")),
+            None
+        );
     }
 
     #[test]
@@ -635,8 +649,13 @@ mod tests {
         let limit = PROBE_LIMIT;
         let dead = fuse_finding(by_id(65), &seen, &Liveness::Dead, None, limit).unwrap();
         assert_eq!(dead.severity, Severity::Critical);
-        assert!(dead.message.contains("pod 92f2591b-66b5-4843-b7a7-42d0acd2be07"));
-        assert_eq!(dead.evidence["same_connection"].as_array().unwrap().len(), 1);
+        assert!(dead
+            .message
+            .contains("pod 92f2591b-66b5-4843-b7a7-42d0acd2be07"));
+        assert_eq!(
+            dead.evidence["same_connection"].as_array().unwrap().len(),
+            1
+        );
         // Healthy and uncovered: nothing to say. Healthy but covered: a warning.
         assert!(fuse_finding(by_id(66), &seen, &Liveness::Alive, None, limit).is_none());
         let covered = fuse_finding(by_id(64), &seen, &Liveness::Alive, None, limit).unwrap();
@@ -649,6 +668,9 @@ mod tests {
     fn probe_answers() {
         assert_eq!(parse_probe_line("path ok 40000"), Liveness::Alive);
         assert_eq!(parse_probe_line("path err 107"), Liveness::Dead);
-        assert!(matches!(parse_probe_line("path err 13"), Liveness::Unknown(_)));
+        assert!(matches!(
+            parse_probe_line("path err 13"),
+            Liveness::Unknown(_)
+        ));
     }
 }

@@ -36,7 +36,10 @@ pub enum FuseError {
         source: std::io::Error,
     },
     #[error("the FUSE daemon for {mount_point} exited before it was ready: {stderr}")]
-    NotReady { mount_point: PathBuf, stderr: String },
+    NotReady {
+        mount_point: PathBuf,
+        stderr: String,
+    },
     #[error("the FUSE daemon for {mount_point} was not ready within {limit:?}: {stderr}")]
     ReadyTimeout {
         mount_point: PathBuf,
@@ -188,10 +191,11 @@ impl FuseDaemon {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = ChildGroup::spawn("fuse daemon", &mut cmd).map_err(|e| FuseError::Spawn {
-            mount_point: mp.clone(),
-            source: e,
-        })?;
+        let mut child =
+            ChildGroup::spawn("fuse daemon", &mut cmd).map_err(|e| FuseError::Spawn {
+                mount_point: mp.clone(),
+                source: e,
+            })?;
         let c = child.child_mut().expect("just spawned");
         let stdin = c.stdin.take();
         let stdout = c.stdout.take().expect("piped");
@@ -433,7 +437,10 @@ fn check_mount_point(a: &DaemonArgs) -> Result<(), String> {
     let meta = std::fs::metadata(&a.mount)
         .map_err(|e| format!("failed to access mountpoint {}: {e}", a.mount.display()))?;
     if !meta.is_dir() {
-        return Err(format!("mountpoint {} is not a directory", a.mount.display()));
+        return Err(format!(
+            "mountpoint {} is not a directory",
+            a.mount.display()
+        ));
     }
     let mut entries = std::fs::read_dir(&a.mount)
         .map_err(|e| format!("failed to read mountpoint {}: {e}", a.mount.display()))?;
@@ -487,7 +494,10 @@ pub fn main(args: &[String]) -> i32 {
     let fs = match Passthrough::new(&a.backing, a.ttl, latency.clone()) {
         Ok(fs) => fs,
         Err(e) => {
-            eprintln!("fuse-daemon: failed to open backing directory {}: {e}", a.backing.display());
+            eprintln!(
+                "fuse-daemon: failed to open backing directory {}: {e}",
+                a.backing.display()
+            );
             return 1;
         }
     };

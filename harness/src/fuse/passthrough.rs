@@ -310,10 +310,7 @@ impl Passthrough {
     }
 
     fn drop_locks(&self, ino: INodeNo, owner: LockOwner) {
-        self.lock_carriers
-            .lock()
-            .unwrap()
-            .remove(&(ino.0, owner.0));
+        self.lock_carriers.lock().unwrap().remove(&(ino.0, owner.0));
     }
 }
 
@@ -425,8 +422,7 @@ impl Filesystem for Passthrough {
                 let c = CString::new(path.as_bytes()).map_err(|_| Errno::EINVAL)?;
                 // SAFETY: `c` is a valid C string and `times` two timespecs, both alive for
                 // the call.
-                let rc =
-                    unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+                let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
                 if rc != 0 {
                     return Err(io_errno(std::io::Error::last_os_error()));
                 }
@@ -520,9 +516,10 @@ impl Filesystem for Passthrough {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.node_fd(parent).and_then(|pfd| {
-            nix::unistd::symlinkat(target, &*pfd, link_name).map_err(errno)
-        }) {
+        match self
+            .node_fd(parent)
+            .and_then(|pfd| nix::unistd::symlinkat(target, &*pfd, link_name).map_err(errno))
+        {
             Ok(()) => self.reply_entry(parent, link_name, reply),
             Err(e) => reply.error(e),
         }
@@ -824,7 +821,8 @@ impl Filesystem for Passthrough {
     ) {
         let r = (|| {
             let pfd = self.node_fd(parent)?;
-            let oflags = (OFlag::from_bits_truncate(flags) & !(OFlag::O_APPEND | OFlag::O_NOFOLLOW))
+            let oflags = (OFlag::from_bits_truncate(flags)
+                & !(OFlag::O_APPEND | OFlag::O_NOFOLLOW))
                 | OFlag::O_CREAT
                 | OFlag::O_CLOEXEC;
             let fd = openat(
@@ -963,4 +961,3 @@ impl Filesystem for Passthrough {
         }
     }
 }
-
