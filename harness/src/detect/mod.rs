@@ -1,6 +1,10 @@
 //! Detectors: the product that runs on live nodes (`faultline check`). Scenarios prove them;
 //! a detector never imports a scenario.
 
+pub mod ext4_index_full;
+pub mod htree_capacity;
+pub mod kernel_log;
+
 use std::path::PathBuf;
 
 use crate::finding::Finding;
@@ -52,7 +56,10 @@ pub trait Detector: Sync {
 
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
-    vec![]
+    vec![
+        &ext4_index_full::Ext4IndexFull,
+        &htree_capacity::HtreeCapacity,
+    ]
 }
 
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {

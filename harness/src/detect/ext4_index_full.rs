@@ -1,0 +1,391 @@
+//! `ext4-index-full`: ext4 refused to add an entry to a directory because its htree index is
+//! at the maximum depth (2 levels without `large_dir`, 3 with). The kernel says so in its log,
+//! in bundles (one per failed create, rate-limited):
+//!
+//! ```text
+//! EXT4-fs warning (device md1): ext4_dx_add_entry:2380: Directory (ino: 211566352) index full, reach max htree level :2
+//! EXT4-fs warning (device md1): ext4_dx_add_entry:2384: Large directory feature is not enabled on this filesystem
+//! ```
+//!
+//! The source line numbers move between kernels (2380, 2528, 2596, ...); kernels before 4.13
+//! print `Directory index full!` without the inode. One finding per directory, with the mount
+//! point of its device and, found within a time bound, its path.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::detect::kernel_log::{self, LogLine};
+use crate::detect::{CheckInput, DetectError, Detector};
+use crate::finding::{Finding, Severity};
+
+pub const NAME: &str = "ext4-index-full";
+/// How long the path search may walk the file system, per directory.
+pub const PATH_SEARCH_BUDGET: Duration = Duration::from_secs(2);
+
+pub struct Ext4IndexFull;
+
+impl Detector for Ext4IndexFull {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn summary(&self) -> &'static str {
+        "ext4 directories whose htree index is full (creates fail with ENOSPC), from the kernel log"
+    }
+
+    fn applicable(&self, input: &CheckInput) -> Result<(), String> {
+        if input.kmsg_file.is_some() {
+            return Ok(());
+        }
+        std::fs::File::open("/dev/kmsg")
+            .map(|_| ())
+            .map_err(|e| format!("cannot read /dev/kmsg ({e}); pass --kmsg-file FILE"))
+    }
+
+    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
+        let lines = kernel_log::load(input)?;
+        Ok(findings(&lines, &input.proc_root, PATH_SEARCH_BUDGET))
+    }
+}
+
+/// One `ext4_dx_add_entry` warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    IndexFull {
+        device: String,
+        inode: Option<u64>,
+        /// The depth the index reached (2, or 3 with large_dir); unknown before 4.13.
+        level: Option<u32>,
+        line: u32,
+    },
+    LargeDirDisabled {
+        device: String,
+        line: u32,
+    },
+}
+
+/// Recognises the warnings `ext4_dx_add_entry` prints when the index is full.
+pub fn parse_warning(message: &str) -> Option<Warning> {
+    let at = message.find("EXT4-fs warning (device ")?;
+    let rest = &message[at + "EXT4-fs warning (device ".len()..];
+    let (device, rest) = rest.split_once("): ")?;
+    let rest = rest.strip_prefix("ext4_dx_add_entry:")?;
+    let (line, text) = rest.split_once(": ")?;
+    let line: u32 = line.parse().ok()?;
+    let device = device.to_string();
+    if text.starts_with("Large directory feature is not enabled") {
+        return Some(Warning::LargeDirDisabled { device, line });
+    }
+    if text.starts_with("Directory index full") {
+        return Some(Warning::IndexFull {
+            device,
+            inode: None,
+            level: None,
+            line,
+        });
+    }
+    // "Directory (ino: 211566352) index full, reach max htree level :2"
+    let after = text.strip_prefix("Directory (ino: ")?;
+    let (ino, after) = after.split_once(')')?;
+    if !after.contains("index full") {
+        return None;
+    }
+    let level = after
+        .rsplit_once(':')
+        .and_then(|(_, l)| l.trim().parse().ok());
+    Some(Warning::IndexFull {
+        device,
+        inode: ino.trim().parse().ok(),
+        level,
+        line,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Directory {
+    warnings: usize,
+    level: Option<u32>,
+    lines: Vec<u32>,
+    large_dir_disabled: bool,
+    first_seen: Option<String>,
+    last_seen: Option<String>,
+}
+
+/// Findings for every directory named in `lines`, one per (device, inode).
+pub fn findings(lines: &[LogLine], proc_root: &Path, path_budget: Duration) -> Vec<Finding> {
+    let mut dirs: BTreeMap<(String, Option<u64>), Directory> = BTreeMap::new();
+    // The companion line names no inode: it belongs to the last index-full line on its device.
+    let mut last_on_device: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    for l in lines {
+        match parse_warning(&l.message) {
+            Some(Warning::IndexFull {
+                device,
+                inode,
+                level,
+                line,
+            }) => {
+                let d = dirs.entry((device.clone(), inode)).or_default();
+                d.warnings += 1;
+                d.level = d.level.or(level);
+                if !d.lines.contains(&line) {
+                    d.lines.push(line);
+                }
+                if d.first_seen.is_none() {
+                    d.first_seen = l.when.clone();
+                }
+                d.last_seen = l.when.clone();
+                last_on_device.insert(device, inode);
+            }
+            Some(Warning::LargeDirDisabled { device, .. }) => {
+                if let Some(inode) = last_on_device.get(&device) {
+                    if let Some(d) = dirs.get_mut(&(device.clone(), *inode)) {
+                        d.large_dir_disabled = true;
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    let mounts = read_mounts(proc_root);
+    dirs.into_iter()
+        .map(|((device, inode), d)| finding(&device, inode, &d, &mounts, path_budget))
+        .collect()
+}
+
+fn finding(
+    device: &str,
+    inode: Option<u64>,
+    d: &Directory,
+    mounts: &[MountEntry],
+    budget: Duration,
+) -> Finding {
+    let majmin = device_number(device);
+    let mine: Vec<&MountEntry> = mounts
+        .iter()
+        .filter(|m| {
+            majmin.as_deref() == Some(m.majmin.as_str())
+                || m.source.as_deref() == Some(&format!("/dev/{device}"))
+        })
+        .collect();
+    let mount_point = mine
+        .iter()
+        .find(|m| m.root == "/")
+        .or(mine.first())
+        .map(|m| m.mount_point.clone());
+    let (path, path_search) = match (inode, &mount_point) {
+        (Some(ino), Some(mp)) => match find_directory(mp, ino, budget) {
+            Ok(p) => (Some(p), "found".to_string()),
+            Err(why) => (None, why),
+        },
+        (None, _) => (
+            None,
+            "the kernel did not name the inode (kernel < 4.13)".into(),
+        ),
+        (_, None) => (
+            None,
+            format!("{device} is not mounted in this mount namespace"),
+        ),
+    };
+    let ino_text = inode.map_or("unknown inode".to_string(), |i| format!("inode {i}"));
+    let subject = match (&path, &mount_point) {
+        (Some(p), _) => p.display().to_string(),
+        (None, Some(mp)) => format!("{} ({ino_text} on {device})", mp.display()),
+        (None, None) => format!("{ino_text} on {device}"),
+    };
+    let levels = d
+        .level
+        .map_or("its maximum".to_string(), |l| format!("{l}"));
+    let message = format!(
+        "ext4 directory {subject} has a full htree index ({levels} levels): creating files in it fails with ENOSPC while blocks and inodes are free ({} kernel warnings{})",
+        d.warnings,
+        if d.large_dir_disabled { "; large_dir is not enabled" } else { "" }
+    );
+    let remedy = if d.level == Some(crate::ext4::HTREE_LEVELS_LARGE_DIR) {
+        "the directory reached ext4's 3-level maximum even with large_dir: spread its files over subdirectories".to_string()
+    } else {
+        format!(
+            "spread the files over subdirectories, or enable large_dir (`tune2fs -O large_dir /dev/{device}`; needs Linux >= 4.13 and e2fsprogs >= 1.44, and older kernels and boot loaders can no longer read the file system); deleting files does not shrink the index: rebuild it offline with `e2fsck -fD`"
+        )
+    };
+    Finding::new(NAME, Severity::Critical, subject, message, remedy).with_evidence(json!({
+        "device": device,
+        "device_number": majmin,
+        "inode": inode,
+        "level": d.level,
+        "warnings": d.warnings,
+        "kernel_source_lines": d.lines,
+        "large_dir_disabled": d.large_dir_disabled,
+        "first_seen": d.first_seen,
+        "last_seen": d.last_seen,
+        "mount_point": mount_point,
+        "path": path,
+        "path_search": path_search,
+    }))
+}
+
+/// `MAJ:MIN` of a block device named as the kernel names it (`loop0`, `md1`, `dm-3`).
+pub fn device_number(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub majmin: String,
+    pub root: String,
+    pub mount_point: PathBuf,
+    pub source: Option<String>,
+}
+
+/// This mount namespace's mounts, through procfs-core's mountinfo parser.
+pub fn read_mounts(proc_root: &Path) -> Vec<MountEntry> {
+    use procfs_core::FromRead;
+    let path = proc_root.join("self/mountinfo");
+    match procfs_core::process::MountInfos::from_file(&path) {
+        Ok(infos) => infos
+            .into_iter()
+            .map(|m| MountEntry {
+                majmin: m.majmin,
+                root: unescape_octal(&m.root),
+                mount_point: PathBuf::from(unescape_octal(&m.mount_point.to_string_lossy())),
+                source: m.mount_source,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("failed to read {}: {e}", path.display());
+            Vec::new()
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`; procfs-core keeps them.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Breadth-first search under `mount_point` for the directory with inode `ino`, staying on
+/// that file system and giving up after `budget`. It compares the inode numbers readdir
+/// returns, so it never lists the (huge) directory it is looking for.
+pub fn find_directory(mount_point: &Path, ino: u64, budget: Duration) -> Result<PathBuf, String> {
+    let start = Instant::now();
+    let dev = std::fs::metadata(mount_point)
+        .map_err(|e| format!("cannot stat {}: {e}", mount_point.display()))?
+        .dev();
+    if std::fs::metadata(mount_point).map(|m| m.ino()).ok() == Some(ino) {
+        return Ok(mount_point.to_path_buf());
+    }
+    let mut queue = std::collections::VecDeque::from([mount_point.to_path_buf()]);
+    let mut visited = 0usize;
+    while let Some(dir) = queue.pop_front() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        visited += 1;
+        for e in entries.flatten() {
+            if start.elapsed() > budget {
+                return Err(format!(
+                    "not found within {budget:?} ({visited} directories searched)"
+                ));
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            if e.ino() == ino {
+                return Ok(e.path());
+            }
+            // Another file system mounted here has its own inode numbers.
+            if std::fs::symlink_metadata(e.path()).map(|m| m.dev()).ok() == Some(dev) {
+                queue.push_back(e.path());
+            }
+        }
+    }
+    Err(format!(
+        "no directory with inode {ino} under {} ({visited} directories searched)",
+        mount_point.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_seed_and_this_kernel() {
+        // From the seed (md1, kernel line 2380) and from this machine (6.18, line 2528).
+        let w = parse_warning("EXT4-fs warning (device md1): ext4_dx_add_entry:2380: Directory (ino: 211566352) index full, reach max htree level :2").unwrap();
+        assert_eq!(
+            w,
+            Warning::IndexFull {
+                device: "md1".into(),
+                inode: Some(211566352),
+                level: Some(2),
+                line: 2380
+            }
+        );
+        let w = parse_warning("EXT4-fs warning (device loop0): ext4_dx_add_entry:2532: Large directory feature is not enabled on this filesystem").unwrap();
+        assert_eq!(
+            w,
+            Warning::LargeDirDisabled {
+                device: "loop0".into(),
+                line: 2532
+            }
+        );
+        assert!(parse_warning("EXT4-fs (loop0): mounted filesystem").is_none());
+        assert!(parse_warning(
+            "EXT4-fs warning (device sda1): ext4_dx_add_entry:2006: Directory index full!"
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn one_finding_per_directory() {
+        let seed = "EXT4-fs warning (device md1): ext4_dx_add_entry:2380: Directory (ino: 211566352) index full, reach max htree level :2\nEXT4-fs warning (device md1): ext4_dx_add_entry:2384: Large directory feature is not enabled on this filesystem\n".repeat(4);
+        let lines = kernel_log::parse_capture(&seed);
+        let f = findings(&lines, Path::new("/proc"), Duration::from_millis(10));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].evidence["warnings"], 4);
+        assert_eq!(f[0].evidence["inode"], 211566352);
+        assert_eq!(f[0].evidence["large_dir_disabled"], true);
+        assert_eq!(f[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn unescapes_mountinfo() {
+        assert_eq!(unescape_octal("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_octal("/plain"), "/plain");
+    }
+
+    #[test]
+    fn finds_a_directory_by_inode_without_listing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b/flat");
+        std::fs::create_dir_all(&target).unwrap();
+        let ino = std::fs::metadata(&target).unwrap().ino();
+        assert_eq!(
+            find_directory(dir.path(), ino, Duration::from_secs(5)).unwrap(),
+            target
+        );
+        assert!(find_directory(dir.path(), u64::MAX, Duration::from_secs(5)).is_err());
+    }
+}
