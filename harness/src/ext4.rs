@@ -45,6 +45,7 @@ pub struct Superblock {
     pub feature_ro_compat: u32,
     /// 0 legacy, 1 half_md4, 2 tea (the unsigned variants are +3).
     pub def_hash_version: u8,
+    pub uuid: [u8; 16],
 }
 
 impl Superblock {
@@ -78,6 +79,7 @@ impl Superblock {
             feature_incompat: le32(raw, 0x60),
             feature_ro_compat: le32(raw, 0x64),
             def_hash_version: raw[0xFC],
+            uuid: raw[0x68..0x78].try_into().unwrap_or_default(),
         })
     }
 
@@ -92,6 +94,19 @@ impl Superblock {
                 source,
             })?;
         Superblock::parse(&name, &raw)
+    }
+
+    /// The UUID as the kernel prints it (`EXT4-fs (loop0): mounted filesystem UUID ...`).
+    pub fn uuid_string(&self) -> String {
+        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
     }
 
     pub fn dir_index(&self) -> bool {
@@ -239,6 +254,8 @@ mod tests {
         assert!(sb.metadata_csum());
         assert!(!sb.large_dir());
         assert_eq!(sb.def_hash_version, 1, "half_md4");
+        assert_eq!(sb.uuid_string().len(), 36);
+        assert_eq!(sb.uuid_string().matches('-').count(), 4);
         let big = Superblock::parse("img", SB_LARGE_DIR).unwrap();
         assert!(big.large_dir());
         assert_eq!(big.htree().max_levels, 3);

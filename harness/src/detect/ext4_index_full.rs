@@ -105,6 +105,50 @@ pub fn parse_warning(message: &str) -> Option<Warning> {
     })
 }
 
+/// `EXT4-fs (loop0): mounted filesystem UUID r/w ...` and `unmounting filesystem UUID.`
+/// (the UUID is printed since Linux 6.3; older kernels print neither it nor the unmount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountEvent {
+    Mounted {
+        device: String,
+        uuid: Option<String>,
+    },
+    Unmounted {
+        device: String,
+        uuid: Option<String>,
+    },
+}
+
+pub fn parse_mount_event(message: &str) -> Option<MountEvent> {
+    let at = message.find("EXT4-fs (")?;
+    let (device, text) = message[at + "EXT4-fs (".len()..].split_once("): ")?;
+    let device = device.to_string();
+    let uuid_after = |prefix: &str| {
+        text.strip_prefix(prefix).and_then(|rest| {
+            let word = rest.split([' ', '.']).next().unwrap_or("");
+            (word.len() == 36 && word.matches('-').count() == 4).then(|| word.to_string())
+        })
+    };
+    if text.starts_with("mounted filesystem") {
+        let uuid = uuid_after("mounted filesystem ");
+        return Some(MountEvent::Mounted { device, uuid });
+    }
+    if text.starts_with("unmounting filesystem") {
+        let uuid = uuid_after("unmounting filesystem ");
+        return Some(MountEvent::Unmounted { device, uuid });
+    }
+    None
+}
+
+/// Which file system a warning came from: device names are reused (loop devices, a disk
+/// moved to another slot), so a warning belongs to the file system mounted there at the time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum FsId {
+    Uuid(String),
+    /// The n-th mount seen on the device in this log (0: before the first one logged).
+    Epoch(usize),
+}
+
 #[derive(Debug, Default)]
 struct Directory {
     warnings: usize,
@@ -113,14 +157,50 @@ struct Directory {
     large_dir_disabled: bool,
     first_seen: Option<String>,
     last_seen: Option<String>,
+    /// The log shows this file system being unmounted after the warnings (or another one
+    /// being mounted on the device).
+    unmounted_later: bool,
 }
 
-/// Findings for every directory named in `lines`, one per (device, inode).
+#[derive(Debug, Default)]
+struct DeviceState {
+    epoch: usize,
+    uuid: Option<String>,
+}
+
+impl DeviceState {
+    fn fs_id(&self) -> FsId {
+        match &self.uuid {
+            Some(u) => FsId::Uuid(u.clone()),
+            None => FsId::Epoch(self.epoch),
+        }
+    }
+}
+
+type DirKey = (String, FsId, Option<u64>);
+
+/// Findings for every directory named in `lines`, one per (device, file system, inode).
 pub fn findings(lines: &[LogLine], proc_root: &Path, path_budget: Duration) -> Vec<Finding> {
-    let mut dirs: BTreeMap<(String, Option<u64>), Directory> = BTreeMap::new();
+    let mut dirs: BTreeMap<DirKey, Directory> = BTreeMap::new();
+    let mut devices: BTreeMap<String, DeviceState> = BTreeMap::new();
     // The companion line names no inode: it belongs to the last index-full line on its device.
-    let mut last_on_device: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    let mut last_on_device: BTreeMap<String, DirKey> = BTreeMap::new();
     for l in lines {
+        if let Some(ev) = parse_mount_event(&l.message) {
+            let (MountEvent::Mounted { device, .. } | MountEvent::Unmounted { device, .. }) = &ev;
+            let state = devices.entry(device.clone()).or_default();
+            let old = state.fs_id();
+            for (key, d) in dirs.iter_mut() {
+                if key.0 == *device && key.1 == old {
+                    d.unmounted_later = true;
+                }
+            }
+            if let MountEvent::Mounted { uuid, .. } = ev {
+                state.epoch += 1;
+                state.uuid = uuid;
+            }
+            continue;
+        }
         match parse_warning(&l.message) {
             Some(Warning::IndexFull {
                 device,
@@ -128,8 +208,11 @@ pub fn findings(lines: &[LogLine], proc_root: &Path, path_budget: Duration) -> V
                 level,
                 line,
             }) => {
-                let d = dirs.entry((device.clone(), inode)).or_default();
+                let fs = devices.entry(device.clone()).or_default().fs_id();
+                let key = (device.clone(), fs, inode);
+                let d = dirs.entry(key.clone()).or_default();
                 d.warnings += 1;
+                d.unmounted_later = false;
                 d.level = d.level.or(level);
                 if !d.lines.contains(&line) {
                     d.lines.push(line);
@@ -138,13 +221,11 @@ pub fn findings(lines: &[LogLine], proc_root: &Path, path_budget: Duration) -> V
                     d.first_seen = l.when.clone();
                 }
                 d.last_seen = l.when.clone();
-                last_on_device.insert(device, inode);
+                last_on_device.insert(device, key);
             }
             Some(Warning::LargeDirDisabled { device, .. }) => {
-                if let Some(inode) = last_on_device.get(&device) {
-                    if let Some(d) = dirs.get_mut(&(device.clone(), *inode)) {
-                        d.large_dir_disabled = true;
-                    }
+                if let Some(d) = last_on_device.get(&device).and_then(|k| dirs.get_mut(k)) {
+                    d.large_dir_disabled = true;
                 }
             }
             None => {}
@@ -152,12 +233,13 @@ pub fn findings(lines: &[LogLine], proc_root: &Path, path_budget: Duration) -> V
     }
     let mounts = read_mounts(proc_root);
     dirs.into_iter()
-        .map(|((device, inode), d)| finding(&device, inode, &d, &mounts, path_budget))
+        .map(|((device, fs, inode), d)| finding(&device, &fs, inode, &d, &mounts, path_budget))
         .collect()
 }
 
 fn finding(
     device: &str,
+    fs: &FsId,
     inode: Option<u64>,
     d: &Directory,
     mounts: &[MountEntry],
@@ -176,6 +258,20 @@ fn finding(
         .find(|m| m.root == "/")
         .or(mine.first())
         .map(|m| m.mount_point.clone());
+    let logged_uuid = match fs {
+        FsId::Uuid(u) => Some(u.clone()),
+        FsId::Epoch(_) => None,
+    };
+    let mounted_uuid = mount_point
+        .as_ref()
+        .and_then(|_| crate::ext4::Superblock::read(&Path::new("/dev").join(device)).ok())
+        .map(|sb| sb.uuid_string());
+    // Same file system: same UUID when both are known, else not unmounted since the warnings.
+    let same_fs = match (&logged_uuid, &mounted_uuid) {
+        (Some(a), Some(b)) => a == b,
+        _ => !d.unmounted_later,
+    };
+    let mount_point = mount_point.filter(|_| same_fs);
     let (path, path_search) = match (inode, &mount_point) {
         (Some(ino), Some(mp)) => match find_directory(mp, ino, budget) {
             Ok(p) => (Some(p), "found".to_string()),
@@ -184,6 +280,10 @@ fn finding(
         (None, _) => (
             None,
             "the kernel did not name the inode (kernel < 4.13)".into(),
+        ),
+        (_, None) if !same_fs => (
+            None,
+            format!("the file system that logged this is no longer mounted on {device}"),
         ),
         (_, None) => (
             None,
@@ -199,8 +299,19 @@ fn finding(
     let levels = d
         .level
         .map_or("its maximum".to_string(), |l| format!("{l}"));
+    let (severity, tense) = if same_fs {
+        (
+            Severity::Critical,
+            "creating files in it fails with ENOSPC while blocks and inodes are free",
+        )
+    } else {
+        (
+            Severity::Warning,
+            "creating files in it failed with ENOSPC; that file system has since been unmounted",
+        )
+    };
     let message = format!(
-        "ext4 directory {subject} has a full htree index ({levels} levels): creating files in it fails with ENOSPC while blocks and inodes are free ({} kernel warnings{})",
+        "ext4 directory {subject} has a full htree index ({levels} levels): {tense} ({} kernel warnings{})",
         d.warnings,
         if d.large_dir_disabled { "; large_dir is not enabled" } else { "" }
     );
@@ -211,9 +322,11 @@ fn finding(
             "spread the files over subdirectories, or enable large_dir (`tune2fs -O large_dir /dev/{device}`; needs Linux >= 4.13 and e2fsprogs >= 1.44, and older kernels and boot loaders can no longer read the file system); deleting files does not shrink the index: rebuild it offline with `e2fsck -fD`"
         )
     };
-    Finding::new(NAME, Severity::Critical, subject, message, remedy).with_evidence(json!({
+    Finding::new(NAME, severity, subject, message, remedy).with_evidence(json!({
         "device": device,
         "device_number": majmin,
+        "filesystem_uuid": logged_uuid,
+        "mounted_uuid": mounted_uuid,
         "inode": inode,
         "level": d.level,
         "warnings": d.warnings,
@@ -221,6 +334,7 @@ fn finding(
         "large_dir_disabled": d.large_dir_disabled,
         "first_seen": d.first_seen,
         "last_seen": d.last_seen,
+        "unmounted_since": d.unmounted_later,
         "mount_point": mount_point,
         "path": path,
         "path_search": path_search,
@@ -368,6 +482,77 @@ mod tests {
         assert_eq!(f[0].evidence["inode"], 211566352);
         assert_eq!(f[0].evidence["large_dir_disabled"], true);
         assert_eq!(f[0].severity, Severity::Critical);
+    }
+
+    /// Real captures from this machine (kernel 6.18.44): the last 200 lines of `dmesg`,
+    /// `dmesg -T`, `journalctl -k` and `journalctl -k -o short-precise`, taken while the demo
+    /// file system (UUID a4c5c1b7..., directory inode 13) was mounted on loop0, after seven
+    /// earlier file systems on the same loop0 had filled inode 12 and been unmounted.
+    #[test]
+    fn real_captures_one_finding_per_directory_and_file_system() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ext4/");
+        let no_proc = tempfile::tempdir().unwrap();
+        for name in [
+            "kmsg-dmesg.txt",
+            "kmsg-dmesg-T.txt",
+            "kmsg-journalctl-k.txt",
+            "kmsg-journalctl-k-precise.txt",
+        ] {
+            let lines = kernel_log::read_capture(&PathBuf::from(fixtures).join(name)).unwrap();
+            let f = findings(&lines, no_proc.path(), Duration::from_millis(10));
+            assert_eq!(f.len(), 8, "{name}: {f:#?}");
+            let live: Vec<_> = f
+                .iter()
+                .filter(|x| x.evidence["unmounted_since"] == false)
+                .collect();
+            assert_eq!(live.len(), 1, "{name}");
+            let live = live[0];
+            assert_eq!(live.evidence["inode"], 13, "{name}");
+            assert_eq!(
+                live.evidence["filesystem_uuid"],
+                "a4c5c1b7-7e97-4a27-9dcb-f5bdd8249873"
+            );
+            assert_eq!(live.evidence["warnings"], 5);
+            assert_eq!(live.evidence["large_dir_disabled"], true);
+            assert_eq!(live.evidence["kernel_source_lines"], json!([2528]));
+            assert_eq!(live.severity, Severity::Critical);
+            assert!(
+                live.evidence["first_seen"].is_string(),
+                "{name}: no time parsed"
+            );
+            // The seven earlier file systems on loop0 are gone: reported, but as history.
+            for old in f.iter().filter(|x| x.evidence["unmounted_since"] == true) {
+                assert_eq!(old.evidence["inode"], 12, "{name}");
+                assert_eq!(old.severity, Severity::Warning);
+            }
+        }
+    }
+
+    #[test]
+    fn mount_events() {
+        assert_eq!(
+            parse_mount_event("EXT4-fs (loop0): mounted filesystem a4c5c1b7-7e97-4a27-9dcb-f5bdd8249873 r/w with ordered data mode. Quota mode: none."),
+            Some(MountEvent::Mounted { device: "loop0".into(), uuid: Some("a4c5c1b7-7e97-4a27-9dcb-f5bdd8249873".into()) })
+        );
+        assert_eq!(
+            parse_mount_event(
+                "EXT4-fs (loop0): unmounting filesystem 316b6b15-b3a5-42fd-a28a-56596ddc5e42."
+            ),
+            Some(MountEvent::Unmounted {
+                device: "loop0".into(),
+                uuid: Some("316b6b15-b3a5-42fd-a28a-56596ddc5e42".into())
+            })
+        );
+        // Before 6.3 the UUID was not printed.
+        assert_eq!(
+            parse_mount_event(
+                "EXT4-fs (sda1): mounted filesystem with ordered data mode. Opts: (null)"
+            ),
+            Some(MountEvent::Mounted {
+                device: "sda1".into(),
+                uuid: None
+            })
+        );
     }
 
     #[test]

@@ -196,6 +196,18 @@ mod tests {
     }
 
     #[test]
+    fn journalctl_formats() {
+        // journald started by hand in a private namespace (no systemd in this container).
+        let l = parse_line("Nov 22 06:30:56 vm kernel: EXT4-fs warning (device loop0): ext4_dx_add_entry:2528: Directory (ino: 13) index full, reach max htree level :2");
+        assert_eq!(l.when.as_deref(), Some("Nov 22 06:30:56"));
+        assert!(l.message.starts_with("EXT4-fs warning (device loop0)"));
+        let l = parse_line("Nov 22 06:30:56.284474 vm kernel: EXT4-fs warning (device loop0): ext4_dx_add_entry:2528: Directory (ino: 13) index full, reach max htree level :2");
+        assert_eq!(l.when.as_deref(), Some("Nov 22 06:30:56.284474"));
+        assert!(l.message.starts_with("EXT4-fs warning"));
+        assert!(parse_capture("-- No entries --\n").is_empty());
+    }
+
+    #[test]
     fn unknown_prefix_keeps_the_message() {
         let l = parse_line("EXT4-fs warning (device md1): ext4_dx_add_entry:2380: Directory (ino: 211566352) index full, reach max htree level :2");
         assert_eq!(l.when, None);
