@@ -260,7 +260,9 @@ fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
         .filter(|&i| create(&dir, &file_name("probe", i)).is_ok())
         .count();
 
+    let t_assess = Instant::now();
     let capacity = htree_capacity::assess(&flat).context("htree-capacity on the full directory")?;
+    let assess_ms = ms(t_assess.elapsed());
     let fresh = root.join("fresh");
     std::fs::create_dir(&fresh)?;
     let fresh_fd = open_dir(&fresh)?;
@@ -288,9 +290,11 @@ fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
         "probes_tried_after_failure": PROBES,
         "probes_created_after_failure": probes_created,
         "htree_capacity_percent": capacity.percent_used,
+        "entries_when_assessed": created + probes_created as u64,
         "htree_capacity": capacity,
         "fresh_dir_htree_capacity_percent": fresh_capacity.percent_used,
         "timings": {
+            "htree_capacity_ms": assess_ms,
             "fill_ms": fill_ms,
             "image_mkfs_mount_fill_ms": total_ms,
             "setup": fs.timings,
