@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod busy_binary;
+
 use crate::finding::Finding;
 
 /// What `faultline check` hands every detector.
@@ -52,7 +54,7 @@ pub trait Detector: Sync {
 
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
-    vec![]
+    vec![&busy_binary::BusyBinary]
 }
 
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {
