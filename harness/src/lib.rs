@@ -8,8 +8,10 @@ pub mod guard;
 pub mod internal;
 pub mod kernel;
 pub mod kmsg;
+pub mod output;
 pub mod requirement;
 pub mod result;
+pub mod runner;
 pub mod scenario;
 
 pub use finding::{Finding, Severity};
