@@ -2,7 +2,9 @@
 
 use harness::Scenario;
 
+pub mod etxtbsy_exec_while_copy;
+
 /// Every scenario, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![]
+    vec![&etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy]
 }

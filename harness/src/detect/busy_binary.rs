@@ -116,15 +116,24 @@ impl Detector for BusyBinary {
     }
 
     fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
+        // /proc shows absolute, symlink-free paths; compare against the same form.
+        let mut dirs = Vec::new();
         for dir in &input.paths {
-            if !dir.is_dir() {
-                return Err(DetectError::Usage(format!(
-                    "busy-binary: --path {} is not a directory",
-                    dir.display()
-                )));
+            match dir.canonicalize() {
+                Ok(d) if d.is_dir() => dirs.push(d),
+                _ => {
+                    return Err(DetectError::Usage(format!(
+                        "busy-binary: --path {} is not a directory",
+                        dir.display()
+                    )))
+                }
             }
         }
-        let mut findings = writers_of_running_files(input)?;
+        let input = CheckInput {
+            paths: dirs,
+            ..input.clone()
+        };
+        let mut findings = writers_of_running_files(&input)?;
         if !input.paths.is_empty() {
             findings.extend(replaced_under_running(&input.proc_root, &input.paths));
         }

@@ -172,7 +172,7 @@ fn run_variants(
 ) -> ScenarioResult {
     let mut result = ScenarioResult::without_variants(s.name(), Status::Error, "");
     let kernel = ctx.kernel.clone();
-    for variant in s.variants(&kernel) {
+    for variant in s.variants_for(&kernel, &args.options) {
         ctx.progress(format!("variant {}", variant.name));
         let outcome =
             std::panic::catch_unwind(AssertUnwindSafe(|| s.run_variant(&mut ctx, &variant)));

@@ -154,6 +154,9 @@ impl CopierOutcome {
     }
 }
 
+/// Evidence stays readable when a copier touches many files in the directory.
+pub const MAX_EVIDENCE_EVENTS: usize = 64;
+
 /// Everything the classifier looks at for one replacement of `name` in the watched directory.
 #[derive(Debug, Clone)]
 pub struct Replacement<'a> {
@@ -174,7 +177,7 @@ pub struct Classification {
     pub errno: Option<i32>,
     pub old_inode: u64,
     pub new_inode: Option<u64>,
-    /// The events about `name`, in order, as `IN_DELETE cdc`.
+    /// The directory's events, in order, as `IN_DELETE cdc` (at most [`MAX_EVIDENCE_EVENTS`]).
     pub events: Vec<String>,
 }
 
@@ -204,7 +207,12 @@ pub fn classify(r: &Replacement<'_>) -> Classification {
         errno: r.copier.errno,
         old_inode: r.old_inode,
         new_inode: r.new_inode,
-        events: about_name.iter().map(|e| e.to_string()).collect(),
+        events: r
+            .events
+            .iter()
+            .take(MAX_EVIDENCE_EVENTS)
+            .map(|e| e.to_string())
+            .collect(),
     };
 
     if !r.copier.succeeded {
@@ -373,9 +381,9 @@ mod tests {
             let c = strategy_of(label);
             assert_eq!(c.strategy, Strategy::AtomicRename, "{label}: {c:?}");
         }
-        // Only events about the target name are kept as evidence.
         let c = strategy_of("cp-tmp-mv");
-        assert_eq!(c.events, vec!["IN_MOVED_TO cdc"]);
+        assert_eq!(c.events.first().unwrap(), "IN_CREATE cdc.tmp");
+        assert_eq!(c.events.last().unwrap(), "IN_MOVED_TO cdc");
     }
 
     #[test]

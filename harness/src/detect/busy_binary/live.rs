@@ -295,7 +295,7 @@ mod tests {
         };
         assert!(mine(replaced_under_running(
             Path::new("/proc"),
-            &[dir_path.clone()]
+            std::slice::from_ref(&dir_path)
         ))
         .is_empty());
 
@@ -303,7 +303,7 @@ mod tests {
         std::fs::rename(&tmp, &bin).unwrap();
         let found = mine(replaced_under_running(
             Path::new("/proc"),
-            &[dir_path.clone()],
+            std::slice::from_ref(&dir_path),
         ));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].severity, Severity::Warning);
