@@ -6,7 +6,8 @@
 //! is running `cdc` at that moment (the kernel's `core_pattern` pipe helper, writing a dump),
 //! `open(O_WRONLY|O_TRUNC)` on the running inode fails with ETXTBSY, the agent exits, the
 //! crash makes the kernel run `cdc` again, and the pod crashloops (seed 000, "the mystery of
-//! pod crashloops and etxtbsy"; upstream issue "Text file busy" on core-dump-handler).
+//! pod crashloops and etxtbsy"; IBM/core-dump-handler#86 "Error: Text file busy (os error
+//! 26)" on GKE, where `ps` showed `/home/kubernetes/bin/cdc` processes stuck for weeks).
 //!
 //! Here: a "host bin dir" on the scenario's scratch tmpfs holds `cdc` (a copy of coreutils'
 //! `sleep` with a version marker appended, so a fresh exec can prove which version runs)
