@@ -3,8 +3,12 @@
 use harness::Scenario;
 
 pub mod etxtbsy_exec_while_copy;
+pub mod hostpath_rename;
 
 /// Every scenario, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![&etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy]
+    vec![
+        &etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy,
+        &hostpath_rename::HostpathRename,
+    ]
 }

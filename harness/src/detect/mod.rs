@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-pub mod busy_binary;
-
 use crate::finding::Finding;
+
+pub mod busy_binary;
+pub mod stale_bind;
 
 /// What `faultline check` hands every detector.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ pub trait Detector: Sync {
 
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
-    vec![&busy_binary::BusyBinary]
+    vec![&busy_binary::BusyBinary, &stale_bind::StaleBind]
 }
 
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {
