@@ -22,6 +22,7 @@ pub fn dispatch(extra: &[(&str, Entry)]) {
     let builtin: &[(&str, Entry)] = &[
         ("ns-init", crate::runner::child::ns_init_main),
         ("scenario", crate::runner::child::scenario_main),
+        ("container", crate::guard::container::container_main),
     ];
     let entry = builtin
         .iter()

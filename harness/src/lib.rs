@@ -9,6 +9,8 @@ pub mod guard;
 pub mod internal;
 pub mod kernel;
 pub mod kmsg;
+pub mod mount_namespace;
+pub mod mountinfo;
 pub mod output;
 pub mod requirement;
 pub mod result;

@@ -1,10 +1,16 @@
 //! faultline's scenarios, one file each, named after the scenario.
 
-mod ext4_htree_exhaustion;
-
 use harness::Scenario;
+
+pub mod etxtbsy_exec_while_copy;
+pub mod ext4_htree_exhaustion;
+pub mod hostpath_rename;
 
 /// Every scenario, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![&ext4_htree_exhaustion::Ext4HtreeExhaustion]
+    vec![
+        &etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy,
+        &hostpath_rename::HostpathRename,
+        &ext4_htree_exhaustion::Ext4HtreeExhaustion,
+    ]
 }

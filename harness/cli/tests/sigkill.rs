@@ -66,6 +66,18 @@ fn scenario_pids(name: &str) -> Vec<i32> {
         .collect()
 }
 
+fn pids_in_pid_ns(ns_ino: u64) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let ino = fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?.ino();
+            (ino == ns_ino).then_some(pid)
+        })
+        .collect()
+}
+
 fn processes_in_pid_ns(ns_ino: u64) -> Vec<String> {
     fs::read_dir("/proc")
         .unwrap()
@@ -81,50 +93,66 @@ fn processes_in_pid_ns(ns_ino: u64) -> Vec<String> {
         .collect()
 }
 
-/// Starts `faultline run name`, waits until the scenario reached `stage`, kills the harness
-/// with SIGKILL and returns the scenario's pid namespace inode (None if it finished first).
-fn kill_at(name: &str, stage: usize) -> Option<u64> {
+/// What the scenario had built when it was killed.
+struct Killed {
+    pid_ns: u64,
+    extra_mounts: usize,
+    processes: usize,
+}
+
+/// Starts `faultline run name`, lets the scenario run for `delay` after its process appears,
+/// then kills the harness with SIGKILL. `None` if the run finished first.
+fn kill_after(name: &str, delay: Duration, baseline: usize) -> Option<Killed> {
     let mut child = Command::new(FAULTLINE)
         .args(["run", name])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let baseline = host_mounts().len();
-    let reached = wait_until(
-        &format!("{name} to reach stage {stage}"),
-        Duration::from_secs(60),
-        || {
-            let pids = scenario_pids(name);
-            let Some(&pid) = pids.first() else {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Ok(None);
-                }
-                return Err("no scenario process yet".into());
-            };
-            let ns = fs::metadata(format!("/proc/{pid}/ns/pid"))
-                .map_err(|e| e.to_string())?
-                .ino();
-            let mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-            let extra_mounts = mounts.lines().count().saturating_sub(baseline);
-            let procs = processes_in_pid_ns(ns).len();
-            let at = match stage {
-                0 => true,
-                // /proc and the scratch tmpfs are the runner's; anything beyond is the scenario's.
-                1 => extra_mounts > 2,
-                _ => procs > 1 && extra_mounts > 2,
-            };
-            if at {
-                Ok(Some(ns))
-            } else {
-                Err(format!("mounts +{extra_mounts}, processes {procs}"))
-            }
+    let pid = wait_until(
+        &format!("{name}'s scenario process"),
+        Duration::from_secs(30),
+        || match scenario_pids(name).first() {
+            Some(&p) => Ok(Some(p)),
+            None if matches!(child.try_wait(), Ok(Some(_))) => Ok(None),
+            None => Err("no scenario process yet".into()),
         },
-    );
+    )
+    .unwrap();
+    let ns = pid.and_then(|p| {
+        fs::metadata(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .map(|m| m.ino())
+    });
+    // The delay picks the moment to kill; nothing waits on it for synchronisation.
+    std::thread::sleep(delay);
+    let state = ns.map(|ns| {
+        let pids = pids_in_pid_ns(ns);
+        // Scenarios mount in nested namespaces too (a container's binds): take the largest
+        // mount table any of its processes sees.
+        let most_mounts = pids
+            .iter()
+            .map(|p| {
+                fs::read_to_string(format!("/proc/{p}/mountinfo"))
+                    .map(|m| m.lines().count())
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        Killed {
+            pid_ns: ns,
+            extra_mounts: most_mounts.saturating_sub(baseline),
+            processes: pids.len(),
+        }
+    });
+    let finished = matches!(child.try_wait(), Ok(Some(_)));
     let _ = child.kill();
     let _ = child.wait();
-    // A scenario that finished before reaching this stage had nothing to kill mid-way.
-    reached.ok().flatten()
+    if finished {
+        None
+    } else {
+        state
+    }
 }
 
 #[test]
@@ -138,12 +166,24 @@ fn sigkill_of_run_leaves_nothing_behind() {
     let mounts_before = host_mounts();
     let loops_before = loop_backing_files();
     let mut killed = 0;
+    let mut mid_build = 0;
     for name in &names {
-        for stage in 0..3 {
-            let Some(ns) = kill_at(name, stage) else {
+        for ms in [0u64, 5, 15, 30, 60, 100, 150, 250, 400, 700] {
+            let Some(k) = kill_after(name, Duration::from_millis(ms), mounts_before.len()) else {
                 continue;
             };
+            let ns = k.pid_ns;
+            let stage = format!("{ms} ms");
             killed += 1;
+            // /proc and the scratch tmpfs are the runner's; more mounts, or a process beside
+            // pid 1, are the scenario's own (a chrooted container sees fewer mounts).
+            if k.extra_mounts > 2 || k.processes > 1 {
+                mid_build += 1;
+            }
+            eprintln!(
+                "killed faultline run {name} after {ms} ms: +{} mounts, {} processes",
+                k.extra_mounts, k.processes
+            );
             wait_until(
                 &format!("{name} (killed at stage {stage}) to leave no process"),
                 Duration::from_secs(10),
@@ -180,5 +220,9 @@ fn sigkill_of_run_leaves_nothing_behind() {
     assert!(
         killed > 0,
         "no scenario was killed mid-run (all finished too fast?)"
+    );
+    assert!(
+        mid_build > 0,
+        "no kill landed while a scenario had its own mounts or processes up"
     );
 }

@@ -356,45 +356,23 @@ pub struct MountEntry {
     pub source: Option<String>,
 }
 
-/// This mount namespace's mounts, through procfs-core's mountinfo parser.
+/// This mount namespace's mounts (unescaped by the harness's mountinfo parser).
 pub fn read_mounts(proc_root: &Path) -> Vec<MountEntry> {
-    use procfs_core::FromRead;
-    let path = proc_root.join("self/mountinfo");
-    match procfs_core::process::MountInfos::from_file(&path) {
+    match crate::mountinfo::read_mountinfo(proc_root, None) {
         Ok(infos) => infos
             .into_iter()
             .map(|m| MountEntry {
-                majmin: m.majmin,
-                root: unescape_octal(&m.root),
-                mount_point: PathBuf::from(unescape_octal(&m.mount_point.to_string_lossy())),
-                source: m.mount_source,
+                majmin: m.device(),
+                root: m.root.to_string_lossy().into_owned(),
+                mount_point: m.mount_point.clone(),
+                source: Some(m.source_lossy().into_owned()).filter(|s| !s.is_empty()),
             })
             .collect(),
         Err(e) => {
-            tracing::warn!("failed to read {}: {e}", path.display());
+            tracing::debug!("no mount table: {e}");
             Vec::new()
         }
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`; procfs-core keeps them.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Breadth-first search under `mount_point` for the directory with inode `ino`, staying on
@@ -553,12 +531,6 @@ mod tests {
                 uuid: None
             })
         );
-    }
-
-    #[test]
-    fn unescapes_mountinfo() {
-        assert_eq!(unescape_octal("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape_octal("/plain"), "/plain");
     }
 
     #[test]

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 
 use crate::finding::Finding;
 
+pub mod busy_binary;
+pub mod stale_bind;
+
 /// What `faultline check` hands every detector.
 #[derive(Debug, Clone)]
 pub struct CheckInput {
@@ -57,6 +60,8 @@ pub trait Detector: Sync {
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
     vec![
+        &busy_binary::BusyBinary,
+        &stale_bind::StaleBind,
         &ext4_index_full::Ext4IndexFull,
         &htree_capacity::HtreeCapacity,
     ]

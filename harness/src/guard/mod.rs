@@ -1,6 +1,7 @@
 //! Guards: every resource a scenario builds is released by `Drop` (bounded in time, logging
 //! instead of panicking), with an explicit `teardown()` for callers that want the error.
 
+pub mod container;
 pub mod ext4_image;
 pub mod loop_device;
 pub mod mount;
