@@ -72,6 +72,10 @@ impl Scenario for Ext4HtreeExhaustion {
                 path: "/dev/loop-control",
                 why: "loop devices (modprobe loop)",
             },
+            Requirement::Path {
+                path: "/dev/kmsg",
+                why: "the kernel log is what proves the index is full",
+            },
         ]
     }
 
