@@ -3,6 +3,7 @@
 //! nodes, and the output formats.
 
 pub mod detect;
+pub mod ext4;
 pub mod finding;
 pub mod fuse;
 pub mod guard;

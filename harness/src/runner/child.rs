@@ -85,6 +85,7 @@ fn init_logging(filter: &str) {
         .with_writer(io::stderr)
         .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -172,7 +173,9 @@ fn run_variants(
 ) -> ScenarioResult {
     let mut result = ScenarioResult::without_variants(s.name(), Status::Error, "");
     let kernel = ctx.kernel.clone();
-    for variant in s.variants(&kernel) {
+    // The detector's own words for each variant, to explain a failure in one line.
+    let mut first_messages = Vec::new();
+    for variant in s.variants_for(&kernel, &args.options) {
         ctx.progress(format!("variant {}", variant.name));
         let outcome =
             std::panic::catch_unwind(AssertUnwindSafe(|| s.run_variant(&mut ctx, &variant)));
@@ -200,6 +203,9 @@ fn run_variants(
             observed: outcome.observed,
         };
         let _ = emit(out, &ChildLine::Variant(Box::new(v.clone())));
+        if let Some(f) = outcome.findings.first() {
+            first_messages.push((v.variant.clone(), f.message.clone()));
+        }
         result.variants.push(v);
         result.findings.extend(outcome.findings);
     }
@@ -207,6 +213,17 @@ fn run_variants(
         let (status, reason) = verdict::judge(&result.variants);
         result.status = status;
         result.reason = reason;
+        if status == Status::Fail {
+            for (variant, message) in &first_messages {
+                let failed = result
+                    .variants
+                    .iter()
+                    .any(|v| &v.variant == variant && verdict::variant_problem(v).is_some());
+                if failed {
+                    result.reason.push_str(&format!(" ({variant}: {message})"));
+                }
+            }
+        }
     }
     let kmsg = ctx.kmsg_since_marker();
     let alerts = crate::kmsg::alerts(&kmsg);
