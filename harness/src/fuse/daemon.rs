@@ -211,7 +211,9 @@ impl FuseDaemon {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
+        let (stderr_done, stderr_eof) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _done = stderr_done;
             for line in BufReader::new(stderr_pipe).lines() {
                 let Ok(line) = line else { break };
                 tracing::debug!(target: "fuse-daemon", "{line}");
@@ -241,8 +243,8 @@ impl FuseDaemon {
                 })
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // Let the stderr reader catch up with the exited daemon's last words.
-                let _ = d.child.wait_timeout(Duration::from_secs(2));
+                // Let the stderr reader reach EOF, so the daemon's last words are in the error.
+                let _ = stderr_eof.recv_timeout(Duration::from_secs(2));
                 return Err(FuseError::NotReady {
                     mount_point: mp,
                     stderr: d.stderr_text(),
