@@ -42,6 +42,14 @@ pub(crate) fn fail_usage(msg: impl Into<String>) -> Result<ExitCode, UsageError>
 
 fn main() -> ExitCode {
     harness::runner::init(scenarios::all, &[]);
+    // `faultline check | head` should end quietly, as other command-line tools do, not panic.
+    // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
