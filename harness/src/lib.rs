@@ -5,6 +5,7 @@
 pub mod detect;
 pub mod finding;
 pub mod guard;
+pub mod inject;
 pub mod internal;
 pub mod kernel;
 pub mod kmsg;
