@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+pub mod hung_task;
+pub mod orphan_shim;
+
 use crate::finding::Finding;
 
 /// What `faultline check` hands every detector.
@@ -52,7 +55,10 @@ pub trait Detector: Sync {
 
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
-    vec![]
+    vec![
+        &orphan_shim::OrphanShim::DEFAULT,
+        &hung_task::HungTask::DEFAULT,
+    ]
 }
 
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {

@@ -93,7 +93,9 @@ impl When {
 
     /// Whether the `n`-th call (1-based) is tampered with.
     pub fn matches(&self, n: u64) -> bool {
-        n >= self.first && self.last.is_none_or(|l| n <= l) && (n - self.first).is_multiple_of(self.step)
+        n >= self.first
+            && self.last.is_none_or(|l| n <= l)
+            && (n - self.first).is_multiple_of(self.step)
     }
 }
 
