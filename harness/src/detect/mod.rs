@@ -1,12 +1,19 @@
 //! Detectors: the product that runs on live nodes (`faultline check`). Scenarios prove them;
 //! a detector never imports a scenario.
 
+pub mod ext4_index_full;
+pub mod htree_capacity;
+pub mod kernel_log;
+
 use std::path::PathBuf;
 
 pub mod hung_task;
 pub mod orphan_shim;
 
 use crate::finding::Finding;
+
+pub mod busy_binary;
+pub mod stale_bind;
 
 /// What `faultline check` hands every detector.
 #[derive(Debug, Clone)]
@@ -56,6 +63,10 @@ pub trait Detector: Sync {
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
     vec![
+        &busy_binary::BusyBinary,
+        &stale_bind::StaleBind,
+        &ext4_index_full::Ext4IndexFull,
+        &htree_capacity::HtreeCapacity,
         &orphan_shim::OrphanShim::DEFAULT,
         &hung_task::HungTask::DEFAULT,
     ]
