@@ -23,6 +23,9 @@ pub fn dispatch(extra: &[(&str, Entry)]) {
         ("ns-init", crate::runner::child::ns_init_main),
         ("scenario", crate::runner::child::scenario_main),
         ("container", crate::guard::container::container_main),
+        ("fuse-daemon", crate::fuse::daemon::main),
+        ("fuse-probe", crate::detect::dead_fuse::probe_main),
+        ("runc-bind", crate::runc_bind::main),
     ];
     let entry = builtin
         .iter()

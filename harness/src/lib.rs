@@ -5,6 +5,7 @@
 pub mod detect;
 pub mod ext4;
 pub mod finding;
+pub mod fuse;
 pub mod guard;
 pub mod inject;
 pub mod internal;
@@ -15,6 +16,7 @@ pub mod mountinfo;
 pub mod output;
 pub mod requirement;
 pub mod result;
+pub mod runc_bind;
 pub mod runner;
 pub mod scenario;
 

@@ -4,6 +4,7 @@ use harness::Scenario;
 
 pub mod etxtbsy_exec_while_copy;
 pub mod ext4_htree_exhaustion;
+pub mod fuse_daemon_restart;
 pub mod hostpath_rename;
 
 /// Every scenario, in the order DESIGN.md lists them.
@@ -11,6 +12,7 @@ pub fn all() -> Vec<&'static dyn Scenario> {
     vec![
         &etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy,
         &hostpath_rename::HostpathRename,
+        &fuse_daemon_restart::FuseDaemonRestart,
         &ext4_htree_exhaustion::Ext4HtreeExhaustion,
     ]
 }

@@ -13,6 +13,7 @@ pub mod orphan_shim;
 use crate::finding::Finding;
 
 pub mod busy_binary;
+pub mod dead_fuse;
 pub mod stale_bind;
 
 /// What `faultline check` hands every detector.
@@ -65,6 +66,7 @@ pub fn all() -> Vec<&'static dyn Detector> {
     vec![
         &busy_binary::BusyBinary,
         &stale_bind::StaleBind,
+        &dead_fuse::DeadFuse,
         &ext4_index_full::Ext4IndexFull,
         &htree_capacity::HtreeCapacity,
         &orphan_shim::OrphanShim::DEFAULT,
