@@ -315,6 +315,10 @@ mod tests {
     /// `/proc/PID/stack` of a vfork parent, captured on 6.18 (harness/tests/hung_task.rs).
     const VFORK_STACK: &str = "[<0>] kernel_clone+0x1d3/0x400\n[<0>] __do_sys_clone+0x8d/0xc0\n[<0>] do_syscall_64+0x71/0x280\n[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e\n";
 
+    /// `/proc/PID/stack` of the shim stuck in `umount2` in `delayed-umount2`'s `real-stall`
+    /// variant (overlay upper on ext4 on a loop device on slow FUSE), captured on 6.18.
+    const REAL_STALL_STACK: &str = "[<0>] folio_wait_bit+0x120/0x250\n[<0>] folio_wait_writeback+0x2a/0x90\n[<0>] __filemap_fdatawait_range+0xac/0x110\n[<0>] filemap_fdatawait_keep_errors+0x1a/0x60\n[<0>] sync_inodes_sb+0x227/0x2e0\n[<0>] sync_filesystem+0x64/0xa0\n[<0>] ovl_sync_fs+0x4f/0x70\n[<0>] sync_filesystem+0x7e/0xa0\n[<0>] generic_shutdown_super+0x26/0x130\n[<0>] kill_anon_super+0x12/0x40\n[<0>] deactivate_locked_super+0x2f/0xb0\n[<0>] cleanup_mnt+0xb4/0x140\n[<0>] task_work_run+0x59/0x90\n[<0>] exit_to_user_mode_loop+0xbb/0xe0\n[<0>] do_syscall_64+0x23b/0x280\n[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e\n";
+
     fn psn_frames(s: &str) -> Vec<String> {
         let mut frames: Vec<String> = s
             .split("->")
@@ -351,5 +355,9 @@ mod tests {
             classify(&[], "request_wait_answer"),
             BlockClass::FuseRequest
         );
+        let stall = parse_stack(REAL_STALL_STACK);
+        assert_eq!(stall.len(), 16);
+        assert_eq!(stall[0], "folio_wait_bit");
+        assert_eq!(classify(&stall, "folio_wait_bit"), BlockClass::UnmountSync);
     }
 }
