@@ -7,6 +7,7 @@ pub mod ext4;
 pub mod finding;
 pub mod fuse;
 pub mod guard;
+pub mod inject;
 pub mod internal;
 pub mod kernel;
 pub mod kmsg;

@@ -2,6 +2,7 @@
 
 use harness::Scenario;
 
+pub mod delayed_umount2;
 pub mod etxtbsy_exec_while_copy;
 pub mod ext4_htree_exhaustion;
 pub mod fuse_daemon_restart;
@@ -14,5 +15,6 @@ pub fn all() -> Vec<&'static dyn Scenario> {
         &hostpath_rename::HostpathRename,
         &fuse_daemon_restart::FuseDaemonRestart,
         &ext4_htree_exhaustion::Ext4HtreeExhaustion,
+        &delayed_umount2::DelayedUmount2,
     ]
 }

@@ -31,6 +31,8 @@ enum Command {
     Run(run::Args),
     /// Run detectors against this live node (all that apply here when none are named).
     Check(check::Args),
+    /// Inject syscall faults (strace's -e inject=) into a running process or a command.
+    Inject(harness::inject::cli::InjectArgs),
 }
 
 /// A harness or usage error: printed as one line, exit code 2.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Run(a) => run::run(a, log),
         Command::Check(a) => check::run(a),
+        Command::Inject(a) => Ok(ExitCode::from(harness::inject::cli::run(&a) as u8)),
     };
     match result {
         Ok(code) => code,

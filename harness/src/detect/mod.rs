@@ -7,6 +7,9 @@ pub mod kernel_log;
 
 use std::path::PathBuf;
 
+pub mod hung_task;
+pub mod orphan_shim;
+
 use crate::finding::Finding;
 
 pub mod busy_binary;
@@ -66,6 +69,8 @@ pub fn all() -> Vec<&'static dyn Detector> {
         &dead_fuse::DeadFuse,
         &ext4_index_full::Ext4IndexFull,
         &htree_capacity::HtreeCapacity,
+        &orphan_shim::OrphanShim::DEFAULT,
+        &hung_task::HungTask::DEFAULT,
     ]
 }
 

@@ -6,6 +6,7 @@ pub mod ext4_image;
 pub mod loop_device;
 pub mod mount;
 pub mod process;
+pub mod shim;
 pub mod wait;
 
 pub use ext4_image::{Ext4Image, MountedExt4};
