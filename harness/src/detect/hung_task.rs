@@ -319,6 +319,10 @@ mod tests {
     /// variant (overlay upper on ext4 on a loop device on slow FUSE), captured on 6.18.
     const REAL_STALL_STACK: &str = "[<0>] folio_wait_bit+0x120/0x250\n[<0>] folio_wait_writeback+0x2a/0x90\n[<0>] __filemap_fdatawait_range+0xac/0x110\n[<0>] filemap_fdatawait_keep_errors+0x1a/0x60\n[<0>] sync_inodes_sb+0x227/0x2e0\n[<0>] sync_filesystem+0x64/0xa0\n[<0>] ovl_sync_fs+0x4f/0x70\n[<0>] sync_filesystem+0x7e/0xa0\n[<0>] generic_shutdown_super+0x26/0x130\n[<0>] kill_anon_super+0x12/0x40\n[<0>] deactivate_locked_super+0x2f/0xb0\n[<0>] cleanup_mnt+0xb4/0x140\n[<0>] task_work_run+0x59/0x90\n[<0>] exit_to_user_mode_loop+0xbb/0xe0\n[<0>] do_syscall_64+0x23b/0x280\n[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e\n";
 
+    /// Captured on 6.18 from `cat` killed while its open waited on a slow faultline FUSE
+    /// daemon (state D: after a fatal signal the kernel waits uninterruptibly for the answer).
+    const FUSE_KILLED_WAITER_STACK: &str = "[<0>] request_wait_answer+0x1d8/0x290\n[<0>] __fuse_simple_request+0x120/0x330\n[<0>] fuse_lookup_name+0xea/0x250\n[<0>] fuse_lookup+0xb2/0x1e0\n[<0>] fuse_atomic_open+0x124/0x190\n[<0>] path_openat+0xbca/0x12f0\n[<0>] do_filp_open+0x106/0x1c0\n[<0>] do_sys_openat2+0x88/0xe0\n[<0>] __x64_sys_openat+0x5d/0xa0\n[<0>] do_syscall_64+0x71/0x280\n[<0>] entry_SYSCALL_64_after_hwframe+0x76/0x7e\n";
+
     fn psn_frames(s: &str) -> Vec<String> {
         let mut frames: Vec<String> = s
             .split("->")
@@ -355,6 +359,10 @@ mod tests {
             classify(&[], "request_wait_answer"),
             BlockClass::FuseRequest
         );
+        let fuse = parse_stack(FUSE_KILLED_WAITER_STACK);
+        assert_eq!(fuse[0], "request_wait_answer");
+        // wchan reads 0 for such a task on 6.18: the stack alone must classify it.
+        assert_eq!(classify(&fuse, "0"), BlockClass::FuseRequest);
         let stall = parse_stack(REAL_STALL_STACK);
         assert_eq!(stall.len(), 16);
         assert_eq!(stall[0], "folio_wait_bit");
