@@ -53,46 +53,39 @@
 //! ETXTBSY where the table expects the write to succeed: the `naive` variant then fails
 //! with both observations in `observed`.
 
+mod copier_runner;
+mod copiers;
+mod host_bin;
+mod observations;
+mod write_denial;
+
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use harness::detect::busy_binary::{
     classify, executors, replacement_findings, Classification, CopierOutcome, DirWatch,
     Replacement, Strategy, ETXTBSY,
 };
-use harness::guard::{wait_until, ChildGroup};
-use harness::requirement::find_on_path;
 use harness::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
 use serde_json::json;
 
+use copier_runner::run_copier;
+use copiers::{copy_atomic, copy_naive, copy_unlink_first};
+use host_bin::HostBin;
+use observations::{After, Window};
+pub use write_denial::{kernel_denies_writes, NO_WRITE_DENIAL};
+
 pub struct EtxtbsyExecWhileCopy;
 
-/// Kernel releases (inclusive ranges) that do not deny writes to a running executable:
-/// between 2a010c412853 (6.11-rc1) and its revert 3b832035387f (6.13-rc1; stable 6.11.11,
-/// 6.12.2).
-pub const NO_WRITE_DENIAL: &[(&str, &str)] = &[("6.11-rc1", "6.11.10"), ("6.12-rc1", "6.12.1")];
-
-/// Whether `open(O_WRONLY)` on a file being executed fails with ETXTBSY on `kernel`.
-pub fn kernel_denies_writes(kernel: &KernelVersion) -> bool {
-    !NO_WRITE_DENIAL
-        .iter()
-        .any(|(from, to)| kernel.within(from, to))
-}
-
 const NAME: &str = "cdc";
-const MARKER: &[u8] = b"\0faultline-cdc-";
 const OLD_VERSION: &str = "v1";
 /// A different length from v1, so no copier can skip the copy by size and mtime (rsync does).
 const NEW_VERSION: &str = "v2-new";
-const COPIER_DEADLINE: Duration = Duration::from_secs(60);
 
 const NAIVE_DENIED: &str =
     "fs::copy onto the running binary: ETXTBSY (os error 26), running binary untouched";
@@ -278,265 +271,12 @@ fn copier_verdict(c: &Classification) -> anyhow::Result<bool> {
     }
 }
 
-/// The host bin dir with `cdc` v1 running, and v2 waiting in the vendor dir.
-struct HostBin {
-    bin_dir: PathBuf,
-    target: PathBuf,
-    src: PathBuf,
-    old_dev: u64,
-    old_inode: u64,
-    running: ChildGroup,
-}
-
-impl HostBin {
-    fn build(ctx: &Context, variant: &str) -> anyhow::Result<HostBin> {
-        let dir = ctx
-            .variant_dir(variant)
-            .context("failed to create the variant's directory")?;
-        let bin_dir = dir.join("home/kubernetes/bin");
-        let vendor = dir.join("vendor/default");
-        for d in [&bin_dir, &vendor] {
-            fs::create_dir_all(d).with_context(|| format!("failed to create {}", d.display()))?;
-        }
-        let sleep = find_on_path("sleep").context("sleep is not on PATH")?;
-        let base =
-            fs::read(&sleep).with_context(|| format!("failed to read {}", sleep.display()))?;
-        let target = bin_dir.join(NAME);
-        let src = vendor.join(NAME);
-        write_version(&target, &base, OLD_VERSION)?;
-        write_version(&src, &base, NEW_VERSION)?;
-        let meta = fs::metadata(&target)?;
-
-        let mut cmd = Command::new(&target);
-        cmd.arg("3600").stdin(Stdio::null());
-        let running = ChildGroup::spawn("cdc v1", &mut cmd)
-            .with_context(|| format!("failed to start {}", target.display()))?;
-        let exe = PathBuf::from(format!("/proc/{}/exe", running.pid()));
-        wait_until(
-            "cdc v1 to be executing",
-            Duration::from_secs(10),
-            || match fs::metadata(&exe) {
-                Ok(m) if m.ino() == meta.ino() => Ok(()),
-                Ok(m) => Err(format!("{} is inode {}", exe.display(), m.ino())),
-                Err(e) => Err(format!("{}: {e}", exe.display())),
-            },
-        )?;
-        Ok(HostBin {
-            bin_dir,
-            target,
-            src,
-            old_dev: meta.dev(),
-            old_inode: meta.ino(),
-            running,
-        })
-    }
-}
-
-fn write_version(path: &Path, base: &[u8], version: &str) -> anyhow::Result<()> {
-    let mut bytes = base.to_vec();
-    bytes.extend_from_slice(MARKER);
-    bytes.extend_from_slice(version.as_bytes());
-    bytes.push(b'\n');
-    fs::write(path, &bytes).with_context(|| format!("failed to write {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("failed to chmod {}", path.display()))
-}
-
-/// The version marker appended to an ELF image (the loader ignores trailing bytes).
-fn version_of(bytes: &[u8]) -> Option<String> {
-    let at = bytes.windows(MARKER.len()).rposition(|w| w == MARKER)?;
-    let rest = &bytes[at + MARKER.len()..];
-    Some(String::from_utf8_lossy(rest).trim_end().to_string())
-}
-
-fn read_version(path: &Path) -> Option<String> {
-    fs::read(path).ok().and_then(|b| version_of(&b))
-}
-
-/// What the path looked like while the copier was stopped between its two steps.
-struct Window {
-    inode: Option<u64>,
-    /// When the path is missing: what an exec of it got (the core_pattern helper's fate).
-    exec_error: Option<String>,
-}
-
-impl Window {
-    fn probe(path: &Path) -> Window {
-        match fs::metadata(path) {
-            Ok(m) => Window {
-                inode: Some(m.ino()),
-                exec_error: None,
-            },
-            Err(_) => Window {
-                inode: None,
-                exec_error: match Command::new(path).stdin(Stdio::null()).spawn() {
-                    Ok(mut child) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        None
-                    }
-                    Err(e) => Some(e.to_string()),
-                },
-            },
-        }
-    }
-}
-
-/// The state after the copier: the old process, the path, and a fresh exec of the path.
-struct After {
-    running_inode: Option<u64>,
-    running_version: Option<String>,
-    path_version: Option<String>,
-    fresh_version: Option<String>,
-}
-
-impl After {
-    fn observe(host: &HostBin) -> anyhow::Result<After> {
-        let exe = PathBuf::from(format!("/proc/{}/exe", host.running.pid()));
-        let running_inode = fs::metadata(&exe).ok().map(|m| m.ino());
-        let running_version = read_version(&exe);
-        let path_version = read_version(&host.target);
-        let fresh_version = if host.target.exists() {
-            let mut cmd = Command::new(&host.target);
-            cmd.arg("3600").stdin(Stdio::null());
-            match ChildGroup::spawn("cdc fresh", &mut cmd) {
-                Ok(mut fresh) => {
-                    let v = read_version(Path::new(&format!("/proc/{}/exe", fresh.pid())));
-                    fresh.teardown().context("failed to stop the fresh cdc")?;
-                    v
-                }
-                Err(e) => Some(format!("exec failed: {e}")),
-            }
-        } else {
-            None
-        };
-        Ok(After {
-            running_inode,
-            running_version,
-            path_version,
-            fresh_version,
-        })
-    }
-}
-
-/// What core-dump-handler's agent does.
-fn copy_naive(src: &Path, dst: &Path) -> io::Result<()> {
-    fs::copy(src, dst).map(|_| ())
-}
-
-/// The fix: a new inode written next to the target, made durable, then renamed over it.
-/// `between` runs after the temp file is complete and before the rename.
-fn copy_atomic(src: &Path, dst: &Path, between: impl FnOnce()) -> io::Result<()> {
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    let name = dst.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o755)
-            .open(&tmp)?;
-        io::copy(&mut File::open(src)?, &mut out)?;
-        out.sync_all()?;
-        drop(out);
-        between();
-        fs::rename(&tmp, dst)?;
-        // The rename itself is durable once the directory is.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The seed's "lazybones way". `between` runs while the path is missing.
-fn copy_unlink_first(src: &Path, dst: &Path, between: impl FnOnce()) -> io::Result<()> {
-    match fs::remove_file(dst) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    between();
-    fs::copy(src, dst).map(|_| ())
-}
-
-fn shell_safe(path: &Path) -> bool {
-    path.to_str().is_some_and(|s| {
-        s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
-    })
-}
-
-/// Runs the user's copier under `sh -c` with `{src}` and `{dst}` filled in, bounded in time,
-/// stderr kept in the variant's directory.
-fn run_copier(template: &str, host: &HostBin) -> anyhow::Result<CopierOutcome> {
-    if !template.contains("{src}") || !template.contains("{dst}") {
-        bail!("--copier must contain {{src}} and {{dst}}, got {template:?}");
-    }
-    if !shell_safe(&host.src) || !shell_safe(&host.target) {
-        bail!("scratch paths need quoting: {}", host.target.display());
-    }
-    let command = template
-        .replace("{src}", &host.src.to_string_lossy())
-        .replace("{dst}", &host.target.to_string_lossy());
-    let stderr_path = host
-        .bin_dir
-        .ancestors()
-        .nth(3)
-        .unwrap_or(&host.bin_dir)
-        .join("copier.stderr");
-    let stderr = File::create(&stderr_path)
-        .with_context(|| format!("failed to create {}", stderr_path.display()))?;
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &command])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    let mut child = ChildGroup::spawn("copier", &mut cmd)
-        .with_context(|| format!("failed to start the copier {command:?}"))?;
-    let Some(status) = child.wait_timeout(COPIER_DEADLINE)? else {
-        child.teardown()?;
-        bail!("the copier {command:?} did not finish within {COPIER_DEADLINE:?}");
-    };
-    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
-    Ok(CopierOutcome::from_exit(status, &stderr))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn k(release: &str) -> KernelVersion {
         KernelVersion::parse(release).unwrap()
-    }
-
-    #[test]
-    fn write_denial_table_follows_2a010c412853_and_its_revert() {
-        for denies in [
-            "6.10.14",
-            "6.1.0-27-amd64",
-            "6.11.11",
-            "6.12.2",
-            "6.13.0-rc1",
-            "6.13",
-            "6.18.44-fc-v769",
-            "5.15.0",
-        ] {
-            assert!(kernel_denies_writes(&k(denies)), "{denies} denies writes");
-        }
-        for allows in [
-            "6.11.0-rc1",
-            "6.11.0",
-            "6.11.10",
-            "6.11.0-19-generic",
-            "6.12.0-rc7",
-            "6.12.0",
-            "6.12.1",
-            "6.12.1-amd64",
-        ] {
-            assert!(!kernel_denies_writes(&k(allows)), "{allows} allows writes");
-        }
     }
 
     #[test]
@@ -574,15 +314,6 @@ mod tests {
                 .len(),
             3
         );
-    }
-
-    #[test]
-    fn version_marker_is_read_back() {
-        let mut bytes = b"\x7fELF...".to_vec();
-        bytes.extend_from_slice(MARKER);
-        bytes.extend_from_slice(b"v2-new\n");
-        assert_eq!(version_of(&bytes).as_deref(), Some("v2-new"));
-        assert_eq!(version_of(b"\x7fELF"), None);
     }
 
     #[test]
