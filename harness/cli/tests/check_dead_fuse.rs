@@ -8,17 +8,17 @@
 //! Everything lives in the holder's namespace and its process group (PDEATHSIG): when the test
 //! ends the daemons die and the namespace, with its mounts, goes.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use harness::guard::ChildGroup;
 use harness::Finding;
 
-fn unmet() -> Option<String> {
-    harness::requirement::first_unmet(&[
+fn require_runnable() {
+    common::require(&[
         harness::Requirement::Root,
         harness::Requirement::Path {
             path: "/dev/fuse",
@@ -28,7 +28,7 @@ fn unmet() -> Option<String> {
         harness::Requirement::binary("mount", "mount"),
         harness::Requirement::binary("mountpoint", "util-linux"),
         harness::Requirement::binary("bindfs", "bindfs"),
-    ])
+    ]);
 }
 
 /// Mounts, binds and kills in a private mount namespace; prints `ready` when done.
@@ -84,35 +84,12 @@ fn setup() -> Setup {
         .arg(d.join("pods/u1/volumes/kubernetes.io~csi/vol/mount"))
         .stdout(Stdio::piped());
     let mut holder = ChildGroup::spawn("bindfs holder", &mut cmd).expect("failed to spawn unshare");
-    let stdout = holder.child_mut().unwrap().stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("holder: no 'ready' within 30s");
-    assert_eq!(line.trim(), "ready", "holder setup failed");
+    common::wait_ready(&mut holder, "holder", Duration::from_secs(30));
     Setup { holder, dir }
 }
 
 fn check(args: &[&str]) -> Vec<Finding> {
-    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["check", "dead-fuse", "--json"])
-        .args(args)
-        .output()
-        .expect("failed to run faultline");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a dead FUSE mount must make check exit 1; stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("check --json prints JSON");
-    serde_json::from_value(doc["findings"].clone()).expect("findings decode")
+    common::check_findings("dead-fuse", args)
 }
 
 fn assert_reported(findings: &[Finding], s: &Setup) {
@@ -149,10 +126,7 @@ fn assert_reported(findings: &[Finding], s: &Setup) {
 
 #[test]
 fn check_reports_killed_bindfs_and_its_bind_in_another_namespace() {
-    if let Some(reason) = unmet() {
-        // A privileged test that cannot run fails: passing without running would hide it.
-        panic!("cannot run here: {reason}");
-    }
+    require_runnable();
     let s = setup();
     assert_reported(&check(&[]), &s);
     // --path narrows the report to connections with a mount under the path: only ours.

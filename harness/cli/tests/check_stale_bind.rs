@@ -6,10 +6,10 @@
 //! The holders are set up with util-linux's `unshare` and `mount`, independently of the
 //! scenario code, and die with the test (PDEATHSIG, own process group).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use harness::guard::ChildGroup;
@@ -25,27 +25,17 @@ fn hold_bind(label: &str, src: &Path, dst: &Path) -> ChildGroup {
         .arg(dst)
         .stdout(Stdio::piped());
     let mut group = ChildGroup::spawn(label, &mut cmd).expect("failed to spawn unshare");
-    let stdout = group.child_mut().unwrap().stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("{label}: no 'ready' within 20s"));
-    assert_eq!(line.trim(), "ready", "{label}: bind setup failed");
+    common::wait_ready(&mut group, label, Duration::from_secs(20));
     group
 }
 
-/// `Some(reason)` when this host cannot run the test.
-fn unmet() -> Option<String> {
-    harness::requirement::first_unmet(&[
+/// Fails the test when this host cannot run it.
+fn require_runnable() {
+    common::require(&[
         harness::Requirement::Root,
         harness::Requirement::binary("unshare", "util-linux"),
         harness::Requirement::binary("mount", "mount"),
-    ])
+    ]);
 }
 
 /// Fields drop in order: the holders die before their tempdir is removed.
@@ -128,10 +118,7 @@ fn assert_reported(findings: &[Finding], s: &Setup) {
 
 #[test]
 fn detector_reports_stale_bind_and_ignores_healthy_bind() {
-    if let Some(reason) = unmet() {
-        // A privileged test that cannot run fails: passing without running would hide it.
-        panic!("cannot run here: {reason}");
-    }
+    require_runnable();
     let s = setup();
     let findings = harness::detect::stale_bind::scan(Path::new("/proc")).unwrap();
     assert_reported(&findings, &s);
@@ -139,25 +126,8 @@ fn detector_reports_stale_bind_and_ignores_healthy_bind() {
 
 #[test]
 fn check_cli_reports_stale_bind_and_ignores_healthy_bind() {
-    if let Some(reason) = unmet() {
-        // A privileged test that cannot run fails: passing without running would hide it.
-        panic!("cannot run here: {reason}");
-    }
+    require_runnable();
     let s = setup();
-    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["check", "stale-bind", "--json"])
-        .output()
-        .expect("failed to run faultline");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // A finding (ours, at least) means exit code 1.
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("check --json prints JSON");
-    let findings: Vec<Finding> =
-        serde_json::from_value(doc["findings"].clone()).expect("findings decode");
+    let findings = common::check_findings("stale-bind", &[]);
     assert_reported(&findings, &s);
 }

@@ -1,0 +1,52 @@
+//! Helpers shared by the live-node `faultline check` tests: the privileged-test guard, holder
+//! processes that report `ready`, and running `faultline check --json`.
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use harness::guard::ChildGroup;
+use harness::{Finding, Requirement};
+
+/// Fails the test when this host cannot run it: a privileged test that passed without running
+/// would hide that it never ran.
+pub fn require(requirements: &[Requirement]) {
+    if let Some(reason) = harness::requirement::first_unmet(requirements) {
+        panic!("cannot run here: {reason}");
+    }
+}
+
+/// Waits, up to `within`, for the first line `group`'s (piped) stdout prints to be `ready`.
+pub fn wait_ready(group: &mut ChildGroup, label: &str, within: Duration) {
+    let stdout = group.child_mut().unwrap().stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(within)
+        .unwrap_or_else(|_| panic!("{label}: no 'ready' within {within:?}"));
+    assert_eq!(line.trim(), "ready", "{label}: setup failed");
+}
+
+/// Runs `faultline check DETECTOR --json ARGS...`, which must exit 1 (a finding, ours at
+/// least), and returns its findings.
+pub fn check_findings(detector: &str, args: &[&str]) -> Vec<Finding> {
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["check", detector, "--json"])
+        .args(args)
+        .output()
+        .expect("failed to run faultline");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a finding must make check {detector} exit 1; stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("check --json prints JSON");
+    serde_json::from_value(doc["findings"].clone()).expect("findings decode")
+}
