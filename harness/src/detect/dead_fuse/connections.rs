@@ -78,7 +78,7 @@ pub(super) mod tests {
     /// Captured on this machine (6.18): a dead ceph-fuse stand-in (0:40) with a CSI bind of
     /// its subdirectory, a restarted daemon (0:41) stacked on the same mount point, and a CSI
     /// bind whose source directory (with a space in its name) was removed.
-    pub(in crate::detect::dead_fuse) const CAPTURED: &str = "\
+    const CAPTURED: &str = "\
 63 43 0:39 / /tmp/capx rw,relatime - tmpfs tmpfs rw
 64 63 0:40 / /tmp/capx/ceph rw,nosuid,nodev,relatime - fuse.ceph-fuse ceph-fuse rw,user_id=0,group_id=0,default_permissions,allow_other
 65 63 0:40 /dashboard-folder /tmp/capx/kubelet/pods/92f2591b-66b5-4843-b7a7-42d0acd2be07/volumes/kubernetes.io~csi/dashboard-folder/mount rw,nosuid,nodev,relatime - fuse.ceph-fuse ceph-fuse rw,user_id=0,group_id=0,default_permissions,allow_other
@@ -87,13 +87,19 @@ pub(super) mod tests {
 68 66 0:42 / /tmp/capx/ceph/nested rw,nosuid,nodev,relatime - fuse.other other rw,user_id=0,group_id=0
 ";
 
-    #[test]
-    fn stacking_nesting_and_csi_roots_from_captured_mountinfo() {
+    /// The captured table, as seen in one namespace (pid 1).
+    pub(in crate::detect::dead_fuse) fn captured() -> (MountNamespace, Vec<MountInfo>) {
         let mounts = crate::mountinfo::parse(CAPTURED.as_bytes()).unwrap();
         let ns = MountNamespace {
             inode: 1,
             pids: vec![1],
         };
+        (ns, mounts)
+    }
+
+    #[test]
+    fn stacking_nesting_and_csi_roots_from_captured_mountinfo() {
+        let (ns, mounts) = captured();
         let seen = interesting(&ns, 1, &mounts);
         let by_id = |id: u64| seen.iter().find(|s| s.mount.mount_id == id).unwrap();
         assert_eq!(seen.len(), 5, "tmpfs root is not interesting: {seen:#?}");

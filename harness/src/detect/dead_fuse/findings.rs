@@ -145,17 +145,12 @@ pub(super) fn deleted_finding(s: &Seen) -> Finding {
 mod tests {
     use super::*;
     use crate::detect::dead_fuse::connections::interesting;
-    use crate::detect::dead_fuse::connections::tests::CAPTURED;
+    use crate::detect::dead_fuse::connections::tests::captured;
     use crate::detect::dead_fuse::PROBE_LIMIT;
-    use crate::mount_namespace::MountNamespace;
 
     #[test]
     fn findings_follow_the_probe() {
-        let mounts = crate::mountinfo::parse(CAPTURED.as_bytes()).unwrap();
-        let ns = MountNamespace {
-            inode: 1,
-            pids: vec![1],
-        };
+        let (ns, mounts) = captured();
         let seen = interesting(&ns, 1, &mounts);
         let by_id = |id: u64| seen.iter().find(|s| s.mount.mount_id == id).unwrap();
         let limit = PROBE_LIMIT;
