@@ -19,7 +19,11 @@ pub fn dispatch(extra: &[(&str, Entry)]) {
     }
     let name = args.get(2).map(String::as_str).unwrap_or("");
     let rest = &args[3.min(args.len())..];
-    let builtin: &[(&str, Entry)] = &[];
+    let builtin: &[(&str, Entry)] = &[
+        ("ns-init", crate::runner::child::ns_init_main),
+        ("scenario", crate::runner::child::scenario_main),
+        ("container", crate::guard::container::container_main),
+    ];
     let entry = builtin
         .iter()
         .chain(extra.iter())

@@ -69,6 +69,27 @@ fn unescape_kmsg(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Kernel log lines that mean the kernel itself went wrong, whatever the scenario expected:
+/// xfstests fails a test that leaves one of these behind, and so do we.
+pub fn alerts(records: &[KmsgRecord]) -> Vec<&KmsgRecord> {
+    const PATTERNS: &[&str] = &[
+        "BUG:",
+        "Oops",
+        "WARNING: CPU:",
+        "general protection fault",
+        "Kernel panic",
+        "UBSAN:",
+        "KASAN:",
+        "list_add corruption",
+        "list_del corruption",
+        "kernel BUG at",
+    ];
+    records
+        .iter()
+        .filter(|r| PATTERNS.iter().any(|p| r.message.contains(p)))
+        .collect()
+}
+
 /// Reads the kernel log from the moment it was opened, starting after a marker it wrote.
 pub struct KmsgCursor {
     file: File,
@@ -160,6 +181,21 @@ mod tests {
         let user = KmsgRecord::parse("12,99,5,-;faultline: x begin 1\n").unwrap();
         assert_eq!((user.facility, user.priority), (1, 4));
         assert!(KmsgRecord::parse("no header").is_none());
+    }
+
+    #[test]
+    fn alerts_pick_kernel_bugs_not_filesystem_warnings() {
+        let recs: Vec<KmsgRecord> = [
+            "4,1,1,-;EXT4-fs warning (device loop0): ext4_dx_add_entry:2596: Directory (ino: 2) index full, reach max htree level :2",
+            "4,2,2,-;WARNING: CPU: 1 PID: 337 at fs/namespace.c:1234 umount_tree+0x1/0x2",
+            "1,3,3,-;BUG: kernel NULL pointer dereference, address: 0000000000000008",
+        ]
+        .iter()
+        .map(|r| KmsgRecord::parse(r).unwrap())
+        .collect();
+        let a = alerts(&recs);
+        assert_eq!(a.len(), 2);
+        assert!(a[0].message.starts_with("WARNING: CPU:"));
     }
 
     #[test]

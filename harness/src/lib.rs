@@ -3,13 +3,18 @@
 //! nodes, and the output formats.
 
 pub mod detect;
+pub mod ext4;
 pub mod finding;
 pub mod guard;
 pub mod internal;
 pub mod kernel;
 pub mod kmsg;
+pub mod mount_namespace;
+pub mod mountinfo;
+pub mod output;
 pub mod requirement;
 pub mod result;
+pub mod runner;
 pub mod scenario;
 
 pub use finding::{Finding, Severity};

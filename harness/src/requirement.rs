@@ -74,9 +74,15 @@ impl Requirement {
                     Err(format!("needs {path}: {why}"))
                 }
             }
-            Requirement::VmBackend { why } => Err(format!(
-                "runs only in the VM backend ({why}): use `faultline run --vm`"
-            )),
+            Requirement::VmBackend { why } => {
+                if crate::runner::in_vm_guest() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "runs only in the VM backend ({why}): use `faultline run --vm`"
+                    ))
+                }
+            }
         }
     }
 

@@ -82,6 +82,17 @@ pub trait Scenario: Sync {
     /// Build, trigger, observe and detect one variant. An `Err` is a harness error (setup
     /// broke), never "the bug did not reproduce".
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome>;
+    /// The variants of this run; the runner calls this one. Defaults to [`Scenario::variants`];
+    /// a scenario whose options change what runs overrides it (etxtbsy-exec-while-copy
+    /// replaces its built-in copiers with one `copier` variant when `--copier` is given).
+    fn variants_for(
+        &self,
+        kernel: &KernelVersion,
+        options: &BTreeMap<String, String>,
+    ) -> Vec<Variant> {
+        let _ = options;
+        self.variants(kernel)
+    }
 
     fn backend(&self) -> Backend {
         Backend::Namespace

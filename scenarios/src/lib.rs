@@ -2,7 +2,15 @@
 
 use harness::Scenario;
 
+pub mod etxtbsy_exec_while_copy;
+pub mod ext4_htree_exhaustion;
+pub mod hostpath_rename;
+
 /// Every scenario, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![]
+    vec![
+        &etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy,
+        &hostpath_rename::HostpathRename,
+        &ext4_htree_exhaustion::Ext4HtreeExhaustion,
+    ]
 }

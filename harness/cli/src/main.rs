@@ -1,1 +1,76 @@
-fn main() {}
+//! The `faultline` command: list, run and check. Exit codes: 0 all as expected, 1 a scenario
+//! failed or `check` found a problem, 2 usage or harness error (one line on stderr).
+
+mod check;
+mod list;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "faultline",
+    version,
+    about = "Reproduce the Linux node failures that break Kubernetes nodes, and detect them on live nodes"
+)]
+struct Cli {
+    /// More detail on stderr (-v progress, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List scenarios: summary, requirements, whether they can run here and why not.
+    List(list::Args),
+    /// Run scenarios (all that this host can run when none are named).
+    Run(run::Args),
+    /// Run detectors against this live node (all that apply here when none are named).
+    Check(check::Args),
+}
+
+/// A harness or usage error: printed as one line, exit code 2.
+pub(crate) struct UsageError(pub String);
+
+pub(crate) fn fail_usage(msg: impl Into<String>) -> Result<ExitCode, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+fn main() -> ExitCode {
+    harness::runner::init(scenarios::all, &[]);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let log = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log))
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::List(a) => list::run(a),
+        Command::Run(a) => run::run(a, log),
+        Command::Check(a) => check::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(UsageError(msg)) => {
+            eprintln!("faultline: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,9 +1,16 @@
 //! Detectors: the product that runs on live nodes (`faultline check`). Scenarios prove them;
 //! a detector never imports a scenario.
 
+pub mod ext4_index_full;
+pub mod htree_capacity;
+pub mod kernel_log;
+
 use std::path::PathBuf;
 
 use crate::finding::Finding;
+
+pub mod busy_binary;
+pub mod stale_bind;
 
 /// What `faultline check` hands every detector.
 #[derive(Debug, Clone)]
@@ -52,7 +59,12 @@ pub trait Detector: Sync {
 
 /// Every detector, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
-    vec![]
+    vec![
+        &busy_binary::BusyBinary,
+        &stale_bind::StaleBind,
+        &ext4_index_full::Ext4IndexFull,
+        &htree_capacity::HtreeCapacity,
+    ]
 }
 
 pub fn by_name(name: &str) -> Option<&'static dyn Detector> {

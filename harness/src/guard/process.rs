@@ -18,8 +18,10 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() != parent.as_raw() {
+            // The parent may have died before prctl took effect. A child that is pid 1 of a
+            // new pid namespace sees its parent as 0.
+            let ppid = libc::getppid();
+            if ppid != parent.as_raw() && ppid != 0 {
                 libc::_exit(1);
             }
             Ok(())
@@ -142,10 +144,15 @@ mod tests {
         let pgid = g.pid();
         let status = g.teardown().unwrap().unwrap();
         assert!(!status.success());
-        // No member of the group is left.
-        assert_eq!(
-            killpg(Pid::from_raw(pgid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
+        // No member of the group is left once init has reaped the killed members.
+        crate::guard::wait_until(
+            "the group to be gone",
+            Duration::from_secs(5),
+            || match killpg(Pid::from_raw(pgid), None) {
+                Err(nix::errno::Errno::ESRCH) => Ok(()),
+                other => Err(format!("killpg(0) = {other:?}")),
+            },
+        )
+        .unwrap();
     }
 }

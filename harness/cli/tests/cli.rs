@@ -1,0 +1,70 @@
+//! The command-line contract other tools rely on: exit codes, one-line errors, JSON shapes.
+
+use std::process::{Command, Output};
+
+const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+
+fn faultline(args: &[&str]) -> Output {
+    Command::new(FAULTLINE)
+        .args(args)
+        .output()
+        .expect("run faultline")
+}
+
+fn one_line_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    err
+}
+
+#[test]
+fn unknown_scenario_exits_2_with_the_valid_names() {
+    let out = faultline(&["run", "no-such-scenario"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("unknown scenario \"no-such-scenario\""),
+        "{err}"
+    );
+    assert!(err.contains("valid names:"), "{err}");
+}
+
+#[test]
+fn unknown_detector_exits_2_with_the_valid_names() {
+    let out = faultline(&["check", "no-such-detector"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("unknown detector \"no-such-detector\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    assert_eq!(faultline(&["run", "--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(faultline(&["frobnicate"]).status.code(), Some(2));
+    let out = faultline(&["run", "--option", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    one_line_error(&out);
+    let out = faultline(&["check", "--kmsg-file", "/nonexistent/dmesg.txt"]);
+    assert_eq!(out.status.code(), Some(2));
+    one_line_error(&out);
+}
+
+#[test]
+fn list_json_names_every_scenario_with_runnability() {
+    let out = faultline(&["list", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scenarios = doc["scenarios"].as_array().unwrap();
+    for s in scenarios {
+        assert!(s["name"].is_string() && s["summary"].is_string());
+        assert!(s["runnable"].is_boolean());
+        if s["runnable"] == false {
+            assert!(!s["reason"].as_str().unwrap().is_empty(), "{s}");
+        }
+        assert!(!s["variants"].as_array().unwrap().is_empty(), "{s}");
+    }
+    assert!(doc["detectors"].is_array());
+}

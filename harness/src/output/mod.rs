@@ -1,0 +1,4 @@
+//! Output of `run` and `check`: a text table for people, JSON (serde) and JUnit for machines.
+
+pub mod junit;
+pub mod text;

@@ -1,0 +1,245 @@
+//! `hostpath-rename`: a single-file hostPath volume goes stale when the host replaces the file.
+//!
+//! Symptom: a pod mounts a host file as a hostPath volume of `type: File`; a host cronjob
+//! updates it with `echo new > tmp; mv -f tmp data.txt`. The host sees the new data, the pod
+//! keeps reading the old data forever: `stat /data.txt` in the container shows `Links: 0`, and
+//! the container's mountinfo root for `/data.txt` ends in `//deleted`. Seen in production
+//! ("ghost hostPath files", seed 001); the old inode is only kept alive by the container's
+//! mount namespace and is still readable from the host as `/proc/<pid>/root/data.txt`.
+//!
+//! Cause: kubelet (through runc) implements hostPath as a bind mount, which pins the inode
+//! that the path named at pod start. rename(2) over the path gives the path a new inode and
+//! unlinks the old one; the bind keeps the old one. This is how bind mounts have always worked
+//! (no kernel fix; `dentry_path()` in fs/d_path.c appends `//deleted` to unlinked roots), so
+//! the expectations do not depend on the kernel version.
+//!
+//! Variants (a "container" is a child in its own mount namespace, chrooted into a root with
+//! the host file bound read-only at `/data.txt`, reading through its own mount):
+//! - `in-place`: the host truncates and writes the same inode: the container sees the update.
+//! - `rename`: the host writes a new file and renames it over the path (`mv -f`): the
+//!   container still reads the old content of a 0-link inode. Reproduced.
+//! - `dir-bind`: the mitigation: bind the parent directory instead; after the rename the
+//!   container sees the new content.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use harness::detect::stale_bind;
+use harness::guard::container::{Bind, Container, ContainerSpec, FileView};
+use harness::mountinfo::read_mountinfo;
+use harness::{
+    Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
+};
+use serde_json::json;
+
+const OLD: &str = "version1\n";
+const NEW: &str = "version2\n";
+/// How long the container may take to set up or to answer one read.
+const CONTAINER_LIMIT: Duration = Duration::from_secs(20);
+
+pub struct HostpathRename;
+
+/// How the host updates the file, and how the volume is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    InPlace,
+    Rename,
+    DirBind,
+}
+
+impl Mode {
+    fn of(variant: &str) -> anyhow::Result<Mode> {
+        Ok(match variant {
+            "in-place" => Mode::InPlace,
+            "rename" => Mode::Rename,
+            "dir-bind" => Mode::DirBind,
+            other => anyhow::bail!("unknown variant {other:?}"),
+        })
+    }
+}
+
+impl Scenario for HostpathRename {
+    fn name(&self) -> &'static str {
+        "hostpath-rename"
+    }
+
+    fn summary(&self) -> &'static str {
+        "single-file hostPath bind pins the inode: after the host's mv -f the container reads the old, 0-link file"
+    }
+
+    fn detector(&self) -> &'static str {
+        stale_bind::NAME
+    }
+
+    fn requirements(&self) -> Vec<Requirement> {
+        vec![Requirement::Root]
+    }
+
+    fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
+        vec![
+            Variant::new(
+                "in-place",
+                "file bind; the host writes the same inode (truncate + write)",
+                Expectation::Clean,
+            ),
+            Variant::new(
+                "rename",
+                "file bind; the host writes a new file and renames it over the path (mv -f)",
+                Expectation::Reproduced,
+            ),
+            Variant::new(
+                "dir-bind",
+                "the parent directory is bound; the host renames a new file over the path",
+                Expectation::Clean,
+            ),
+        ]
+    }
+
+    fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
+        let mode = Mode::of(variant.name)?;
+        let dir = ctx
+            .variant_dir(variant.name)
+            .context("failed to create the variant directory")?;
+        let host_dir = dir.join("host/var/lib/app");
+        std::fs::create_dir_all(&host_dir).context("failed to create the host directory")?;
+        let host_file = host_dir.join("data.txt");
+        std::fs::write(&host_file, OLD).context("failed to write the host file")?;
+        let root = dir.join("container-root");
+        std::fs::create_dir_all(&root).context("failed to create the container root")?;
+
+        // What kubelet asks runc for: the file itself, or (the mitigation) its directory.
+        let (bind, inside) = match mode {
+            Mode::InPlace | Mode::Rename => (
+                Bind {
+                    source: host_file.clone(),
+                    target: "/data.txt".into(),
+                    read_only: true,
+                },
+                PathBuf::from("/data.txt"),
+            ),
+            Mode::DirBind => (
+                Bind {
+                    source: host_dir.clone(),
+                    target: "/data".into(),
+                    read_only: true,
+                },
+                PathBuf::from("/data/data.txt"),
+            ),
+        };
+        let mount_point = bind.target.clone();
+        let spec = ContainerSpec {
+            root,
+            binds: vec![bind],
+        };
+        ctx.progress(format!("starting the container ({})", variant.name));
+        let mut container =
+            Container::start(&spec, CONTAINER_LIMIT).context("failed to start the container")?;
+        let pid = container.pid();
+        let before = container
+            .read(&inside)
+            .context("the container failed to read the volume before the update")?;
+        anyhow::ensure!(
+            before.content == OLD,
+            "the container read {:?} before any update, expected {OLD:?}",
+            before.content
+        );
+
+        ctx.progress(format!("host updates the file ({})", variant.name));
+        let old_inode = inode(&host_file)?;
+        update(mode, &host_dir, &host_file)?;
+        let host_after =
+            std::fs::read_to_string(&host_file).context("failed to read the host file")?;
+        let new_inode = inode(&host_file)?;
+
+        let after = container
+            .read(&inside)
+            .context("the container failed to read the volume after the update")?;
+        let through_proc_root = std::fs::read_to_string(
+            Path::new("/proc")
+                .join(pid.to_string())
+                .join("root")
+                .join(inside.strip_prefix("/").unwrap_or(&inside)),
+        )
+        .ok();
+        let mountinfo_root = read_mountinfo(Path::new("/proc"), Some(pid))
+            .context("failed to read the container's mountinfo")?
+            .into_iter()
+            .find(|m| m.mount_point == mount_point)
+            .map(|m| m.root_as_shown());
+
+        // The same code `faultline check stale-bind` runs; /proc here is the scenario's own pid
+        // namespace, so every finding is about this scenario's processes.
+        let findings = stale_bind::scan(Path::new("/proc")).context("stale-bind failed")?;
+
+        // The symptom a user sees; the 0 link count and `//deleted` root are its signature,
+        // recorded in `observed` and checked independently by the detector.
+        let reproduced = after.content == OLD;
+        let observed = json!({
+            "update": match mode {
+                Mode::InPlace => "truncate + write into the same inode",
+                _ => "write a new file, rename(2) it over the path (what mv -f does)",
+            },
+            "mount": if mode == Mode::DirBind { "parent directory" } else { "single file" },
+            "container_pid": pid,
+            "path_in_container": inside.display().to_string(),
+            "host_content_after": host_after,
+            "host_inode_before": old_inode,
+            "host_inode_after": new_inode,
+            "container_before": view(&before),
+            "container_after": view(&after),
+            "container_reads_old_content": reproduced,
+            "via_proc_root": through_proc_root,
+            "mountinfo_root": mountinfo_root,
+        });
+        container
+            .teardown()
+            .context("failed to stop the container")?;
+        Ok(VariantOutcome {
+            reproduced,
+            observed,
+            findings,
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+fn update(mode: Mode, host_dir: &Path, host_file: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    match mode {
+        Mode::InPlace => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(host_file)
+                .context("failed to open the host file for writing")?;
+            f.write_all(NEW.as_bytes())
+                .and_then(|()| f.sync_all())
+                .context("failed to write the host file in place")?;
+        }
+        Mode::Rename | Mode::DirBind => {
+            let tmp = host_dir.join("data.txt.new");
+            let mut f = std::fs::File::create(&tmp).context("failed to create the new file")?;
+            f.write_all(NEW.as_bytes())
+                .and_then(|()| f.sync_all())
+                .context("failed to write the new file")?;
+            std::fs::rename(&tmp, host_file)
+                .context("failed to rename the new file over the path")?;
+        }
+    }
+    Ok(())
+}
+
+fn inode(path: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("failed to stat {}", path.display()))?
+        .ino())
+}
+
+fn view(v: &FileView) -> serde_json::Value {
+    json!({"content": v.content, "nlink": v.nlink, "inode": v.inode})
+}
