@@ -2,6 +2,7 @@
 //! namespaces, the environment guards, fault injection, the detectors that also run on live
 //! nodes, and the output formats.
 
+pub mod compare;
 pub mod detect;
 pub mod ext4;
 pub mod finding;

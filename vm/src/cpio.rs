@@ -171,8 +171,11 @@ mod tests {
         let mut offset = 0usize;
         loop {
             let field = |i: usize| {
-                u32::from_str_radix(std::str::from_utf8(&buf[6 + i * 8..14 + i * 8]).unwrap(), 16)
-                    .unwrap()
+                u32::from_str_radix(
+                    std::str::from_utf8(&buf[6 + i * 8..14 + i * 8]).unwrap(),
+                    16,
+                )
+                .unwrap()
             };
             assert_eq!(&buf[..6], MAGIC.as_bytes());
             let mode = field(1);

@@ -116,7 +116,10 @@ pub fn debian_kernel(series: &str) -> Result<GuestKernel, FetchError> {
         let _lock = lock(&root.join(".lock"))?;
         // Another fetcher may have finished while we waited for the lock.
         if !stamp.exists() {
-            tracing::info!("fetching {package} from Debian's archive into {}", dir.display());
+            tracing::info!(
+                "fetching {package} from Debian's archive into {}",
+                dir.display()
+            );
             download_and_unpack(&package, &root, &dir)?;
             File::create(&stamp).map_err(|source| FetchError::Cache {
                 dir: dir.clone(),
@@ -262,6 +265,9 @@ mod tests {
             "linux-image-6.12.99+deb12-cloud-amd64",
         ];
         names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
-        assert_eq!(names.last(), Some(&"linux-image-6.12.117+deb12-cloud-amd64"));
+        assert_eq!(
+            names.last(),
+            Some(&"linux-image-6.12.117+deb12-cloud-amd64")
+        );
     }
 }

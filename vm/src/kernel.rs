@@ -175,7 +175,13 @@ mod tests {
             KernelSpec::parse("debian:6.1").unwrap().label(),
             "debian-6.1"
         );
-        for bad in ["debian:", "debian:6", "debian:6.x", "host", "/nonexistent/vmlinuz"] {
+        for bad in [
+            "debian:",
+            "debian:6",
+            "debian:6.x",
+            "host",
+            "/nonexistent/vmlinuz",
+        ] {
             let e = KernelSpec::parse(bad).unwrap_err().to_string();
             assert!(e.starts_with("bad --kernel"), "{e}");
         }
@@ -190,7 +196,10 @@ mod tests {
         img[0x20E..0x210].copy_from_slice(&0x100u16.to_le_bytes());
         let s = b"6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP\0";
         img[0x300..0x300 + s.len()].copy_from_slice(s);
-        assert_eq!(bzimage_release(&img).as_deref(), Some("6.1.0-56-cloud-amd64"));
+        assert_eq!(
+            bzimage_release(&img).as_deref(),
+            Some("6.1.0-56-cloud-amd64")
+        );
         assert_eq!(bzimage_release(&[0u8; 0x300]), None);
     }
 }

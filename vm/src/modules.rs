@@ -144,30 +144,46 @@ pub fn parse_modinfo(data: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `wanted` and everything they depend on, each after its dependencies. Names the kernel
-/// has built in (not present as a file) must be listed in `builtin` to be skipped; any
-/// other missing name is an error.
+/// What [`resolve`] found.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Every module to load, each after its dependencies.
+    pub ordered: Vec<Module>,
+    /// Wanted names this kernel has neither as a module nor built in (a file system that is
+    /// built in under another name, or absent; the guest's requirement check decides).
+    pub absent: Vec<String>,
+}
+
+/// `wanted` and everything they depend on. Names in `builtin` are skipped; a dependency
+/// that is missing is an error (the modules tree is broken), a wanted name that is missing
+/// is only recorded.
 pub fn resolve(
     dir: &Path,
     wanted: &[&str],
     builtin: &BTreeSet<String>,
-) -> Result<Vec<Module>, ModuleError> {
+) -> Result<Resolved, ModuleError> {
     let files = index(dir)?;
     let mut ordered: Vec<Module> = Vec::new();
+    let mut absent = Vec::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
     for name in wanted {
+        let name = canonical(name);
+        if !files.contains_key(&name) && !builtin.contains(&name) {
+            absent.push(name);
+            continue;
+        }
         visit(
             dir,
             &files,
             builtin,
-            &canonical(name),
+            &name,
             "the scenario",
             &mut done,
             &mut ordered,
             &mut Vec::new(),
         )?;
     }
-    Ok(ordered)
+    Ok(Resolved { ordered, absent })
 }
 
 #[allow(clippy::too_many_arguments)]

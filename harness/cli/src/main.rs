@@ -2,6 +2,7 @@
 //! failed or `check` found a problem, 2 usage or harness error (one line on stderr).
 
 mod check;
+mod compare;
 mod list;
 mod run;
 
@@ -31,6 +32,8 @@ enum Command {
     Run(run::Args),
     /// Run detectors against this live node (all that apply here when none are named).
     Check(check::Args),
+    /// Scenario × kernel matrix of saved `run --json` results, differences first.
+    Compare(compare::Args),
 }
 
 /// A harness or usage error: printed as one line, exit code 2.
@@ -41,7 +44,10 @@ pub(crate) fn fail_usage(msg: impl Into<String>) -> Result<ExitCode, UsageError>
 }
 
 fn main() -> ExitCode {
-    harness::runner::init(scenarios::all, &[]);
+    harness::runner::init(
+        scenarios::all,
+        &[(vm::guest::GUEST_ENTRY, vm::guest::entry)],
+    );
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Run(a) => run::run(a, log),
         Command::Check(a) => check::run(a),
+        Command::Compare(a) => compare::run(a),
     };
     match result {
         Ok(code) => code,
