@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod kmsg;
 pub mod mount_namespace;
 pub mod mountinfo;
+pub mod portmap;
 pub mod output;
 pub mod requirement;
 pub mod result;

@@ -5,6 +5,7 @@ use harness::Scenario;
 pub mod etxtbsy_exec_while_copy;
 pub mod ext4_htree_exhaustion;
 pub mod hostpath_rename;
+pub mod nfs_flock_dead_statd;
 
 /// Every scenario, in the order DESIGN.md lists them.
 pub fn all() -> Vec<&'static dyn Scenario> {
@@ -12,5 +13,6 @@ pub fn all() -> Vec<&'static dyn Scenario> {
         &etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy,
         &hostpath_rename::HostpathRename,
         &ext4_htree_exhaustion::Ext4HtreeExhaustion,
+        &nfs_flock_dead_statd::NfsFlockDeadStatd,
     ]
 }

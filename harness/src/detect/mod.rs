@@ -4,6 +4,7 @@
 pub mod ext4_index_full;
 pub mod htree_capacity;
 pub mod kernel_log;
+pub mod nfs_lock_manager;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,7 @@ pub fn all() -> Vec<&'static dyn Detector> {
         &stale_bind::StaleBind,
         &ext4_index_full::Ext4IndexFull,
         &htree_capacity::HtreeCapacity,
+        &nfs_lock_manager::NfsLockManager,
     ]
 }
 
