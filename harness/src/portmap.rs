@@ -54,7 +54,11 @@ pub fn getport(
     // Connected, so that an ICMP port unreachable (no rpcbind) is reported as ECONNREFUSED.
     sock.connect(rpcbind).map_err(io)?;
     sock.set_read_timeout(Some(timeout)).map_err(io)?;
-    let xid = std::process::id() ^ (std::time::UNIX_EPOCH.elapsed().unwrap_or_default().subsec_nanos());
+    let xid = std::process::id()
+        ^ (std::time::UNIX_EPOCH
+            .elapsed()
+            .unwrap_or_default()
+            .subsec_nanos());
     let call = encode_getport(xid, program, version, protocol);
     // UDP may drop a datagram; two tries within the timeout.
     let mut buf = [0u8; 512];
@@ -70,7 +74,12 @@ pub fn getport(
                         reason,
                     })
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 last = Some(e)
             }
             Err(e) => return Err(io(e)),
@@ -122,7 +131,9 @@ pub fn decode_getport_reply(xid: u32, reply: &[u8]) -> Result<u32, String> {
     let next = 5 + verf_len.div_ceil(4);
     match word(next)? {
         0 => word(next + 1),
-        stat => Err(format!("rpcbind did not accept the call (accept_stat {stat})")),
+        stat => Err(format!(
+            "rpcbind did not accept the call (accept_stat {stat})"
+        )),
     }
 }
 
@@ -149,8 +160,14 @@ mod tests {
                 .collect()
         };
         // REPLY, MSG_ACCEPTED, AUTH_NULL verifier, SUCCESS, port
-        assert_eq!(decode_getport_reply(7, &reply(7, &[1, 0, 0, 0, 0, 57322])), Ok(57322));
-        assert_eq!(decode_getport_reply(7, &reply(7, &[1, 0, 0, 0, 0, 0])), Ok(0));
+        assert_eq!(
+            decode_getport_reply(7, &reply(7, &[1, 0, 0, 0, 0, 57322])),
+            Ok(57322)
+        );
+        assert_eq!(
+            decode_getport_reply(7, &reply(7, &[1, 0, 0, 0, 0, 0])),
+            Ok(0)
+        );
         assert!(decode_getport_reply(8, &reply(7, &[1, 0, 0, 0, 0, 1])).is_err());
         assert!(decode_getport_reply(7, &reply(7, &[1, 1])).is_err());
         assert!(decode_getport_reply(7, &reply(7, &[1, 0, 0, 0, 1])).is_err());
@@ -165,7 +182,13 @@ mod tests {
         let addr = probe.local_addr().unwrap();
         drop(probe);
         let start = std::time::Instant::now();
-        let r = getport(addr, NSM_PROGRAM, NSM_VERSION, IPPROTO_UDP, Duration::from_millis(300));
+        let r = getport(
+            addr,
+            NSM_PROGRAM,
+            NSM_VERSION,
+            IPPROTO_UDP,
+            Duration::from_millis(300),
+        );
         assert!(r.is_err(), "{r:?}");
         assert!(start.elapsed() < Duration::from_secs(2));
     }

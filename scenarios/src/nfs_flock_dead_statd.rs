@@ -170,14 +170,18 @@ impl Scenario for NfsFlockDeadStatd {
         // log is this scenario's (since its marker), not the guest's whole buffer.
         let input = CheckInput::default();
         let log = kernel_log::from_records(&ctx.kmsg_since_marker());
-        let observations = nfs_lock_manager::observe_with_log(&input, nfs_lock_manager::lockd_lines(&log))
-            .context("failed to run the nfs-lock-manager detector")?;
+        let observations =
+            nfs_lock_manager::observe_with_log(&input, nfs_lock_manager::lockd_lines(&log))
+                .context("failed to run the nfs-lock-manager detector")?;
         let findings = nfs_lock_manager::judge(&observations);
         let nfs_log: Vec<String> = log
             .iter()
             .filter(|l| {
                 let m = l.message.as_str();
-                m.contains("lockd") || m.contains("statd") || m.contains("nlm") || m.contains("NFSD")
+                m.contains("lockd")
+                    || m.contains("statd")
+                    || m.contains("nlm")
+                    || m.contains("NFSD")
             })
             .map(|l| l.message.clone())
             .collect();
@@ -308,7 +312,10 @@ impl Locker {
             },
             nix::unistd::ForkResult::Parent { child } => {
                 drop(wr);
-                nix::fcntl::fcntl(&rd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
+                nix::fcntl::fcntl(
+                    &rd,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )?;
                 let pipe = std::fs::File::from(rd);
                 Ok(Locker {
                     pid: child.as_raw(),
@@ -365,8 +372,7 @@ impl Locker {
 
     fn all_succeeded_before(&mut self, limit: Duration) -> bool {
         self.read_steps();
-        self.steps.len() == OPS.len()
-            && self.steps.iter().all(|s| s.errno == 0 && s.at <= limit)
+        self.steps.len() == OPS.len() && self.steps.iter().all(|s| s.errno == 0 && s.at <= limit)
     }
 
     fn steps_json(&mut self) -> serde_json::Value {
@@ -404,12 +410,14 @@ impl Locker {
             return "exited";
         }
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let reaped = harness::guard::wait_until("the locking process to die", Duration::from_secs(10), || {
-            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        let reaped = harness::guard::wait_until(
+            "the locking process to die",
+            Duration::from_secs(10),
+            || match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => Err("still alive".into()),
                 _ => Ok(()),
-            }
-        });
+            },
+        );
         if reaped.is_ok() {
             "killed"
         } else {

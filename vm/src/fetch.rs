@@ -58,6 +58,18 @@ pub fn cache_dir() -> PathBuf {
 /// carries the modules) named in the local apt lists. The cloud flavour: virtio and serial
 /// built in, few modules, boots fastest.
 pub fn resolve_package(series: &str) -> Result<String, FetchError> {
+    match search_package(series) {
+        Err(FetchError::NoPackage { .. }) => {
+            // Lists may be missing on a fresh machine or container: refresh them once.
+            tracing::info!("no kernel {series} in the apt lists; running apt-get update");
+            run("apt-get", &["update", "-qq"])?;
+            search_package(series)
+        }
+        other => other,
+    }
+}
+
+fn search_package(series: &str) -> Result<String, FetchError> {
     let escaped = series.replace('.', "\\.");
     let pattern = format!("^linux-image-{escaped}[.-][0-9].*-cloud-amd64$");
     let out = run("apt-cache", &["search", "--names-only", &pattern])?;

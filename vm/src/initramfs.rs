@@ -134,26 +134,34 @@ impl Initramfs {
         Ok(())
     }
 
-    /// Like [`Initramfs::binary_at`], but without debug information when binutils'
-    /// `objcopy` is there to remove it: a debug build of faultline is mostly DWARF, and every
-    /// byte of the archive is copied and unpacked at each boot.
-    pub fn binary_stripped_at(&mut self, host: &Path, guest: &str) -> Result<(), InitramfsError> {
-        self.binary_at(host, guest)?;
-        let Ok(tmp) = tempfile_path() else {
-            return Ok(());
+    /// The running executable at `guest`, with its libraries, and without debug information
+    /// when binutils' `objcopy` is there to remove it: a debug build of faultline is mostly
+    /// DWARF, and every byte of the archive is copied and unpacked at each boot. Read
+    /// through /proc/self/exe, so a rebuild of the file on disk meanwhile does not matter.
+    pub fn running_executable(&mut self, guest: &str) -> Result<(), InitramfsError> {
+        let read_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| InitramfsError::Read { path, source }
         };
-        let stripped = Command::new("objcopy")
+        let tmp = tempfile::Builder::new()
+            .prefix("faultline-guest-")
+            .tempdir()
+            .map_err(read_err(&std::env::temp_dir()))?;
+        let copy = tmp.path().join("faultline");
+        let stripped = tmp.path().join("faultline.stripped");
+        std::fs::copy("/proc/self/exe", &copy).map_err(read_err(Path::new("/proc/self/exe")))?;
+        self.binary_at(&copy, guest)?;
+        let ok = Command::new("objcopy")
             .arg("--strip-debug")
-            .arg(host)
-            .arg(&tmp)
+            .arg(&copy)
+            .arg(&stripped)
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if stripped {
-            if let Ok(data) = std::fs::read(&tmp) {
-                self.file(guest, 0o755, data);
-            }
+        if ok {
+            let data = std::fs::read(&stripped).map_err(read_err(&stripped))?;
+            self.file(guest, 0o755, data);
         }
-        let _ = std::fs::remove_file(&tmp);
         Ok(())
     }
 
@@ -224,11 +232,6 @@ impl Initramfs {
         let file = out.into_inner().map_err(|e| err(e.into_error()))?;
         Ok(file.metadata().map_err(err)?.len())
     }
-}
-
-fn tempfile_path() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir();
-    Ok(dir.join(format!("faultline-strip-{}", std::process::id())))
 }
 
 /// Library paths from `ldd` output. ldd runs the real dynamic loader, so it resolves exactly

@@ -41,8 +41,6 @@ pub enum VmError {
     Initramfs(#[from] initramfs::InitramfsError),
     #[error(transparent)]
     Boot(#[from] qemu::BootError),
-    #[error("failed to find the running executable to put into the guest")]
-    CurrentExe(#[source] std::io::Error),
 }
 
 #[derive(Debug, Clone)]
@@ -224,8 +222,7 @@ pub fn build_initramfs(
     }
     let mut fs = Initramfs::new();
     fs.busybox()?;
-    let exe = std::env::current_exe().map_err(VmError::CurrentExe)?;
-    fs.binary_stripped_at(&exe, GUEST_BINARY)?;
+    fs.running_executable(GUEST_BINARY)?;
     for b in &needs.binaries {
         fs.binary(b)?;
     }

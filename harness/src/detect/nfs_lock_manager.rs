@@ -51,7 +51,8 @@ pub fn nlm_mount(m: &MountInfo) -> Option<NlmMount> {
         return None;
     }
     let version = m.super_option("vers").unwrap_or("3");
-    if !(version == "2" || version == "3" || version.starts_with("3.") || version.starts_with("2.")) {
+    if !(version == "2" || version == "3" || version.starts_with("3.") || version.starts_with("2."))
+    {
         return None;
     }
     if m.super_option("nolock").is_some() {
@@ -72,7 +73,9 @@ pub fn nlm_mount(m: &MountInfo) -> Option<NlmMount> {
 /// What rpcbind says about rpc.statd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatdRegistration {
-    Registered { udp_port: u16 },
+    Registered {
+        udp_port: u16,
+    },
     NotRegistered,
     /// rpcbind itself did not answer.
     RpcbindUnreachable(String),
@@ -355,7 +358,9 @@ pub fn judge(o: &Observations) -> Vec<Finding> {
 
 fn registration_json(r: &StatdRegistration) -> serde_json::Value {
     match r {
-        StatdRegistration::Registered { udp_port } => json!({"statd_registered": true, "udp_port": udp_port}),
+        StatdRegistration::Registered { udp_port } => {
+            json!({"statd_registered": true, "udp_port": udp_port})
+        }
         StatdRegistration::NotRegistered => json!({"statd_registered": false}),
         StatdRegistration::RpcbindUnreachable(e) => json!({"statd_registered": null, "error": e}),
     }
@@ -403,7 +408,10 @@ pub fn observe(input: &CheckInput) -> Result<Observations, DetectError> {
 
 /// [`observe`] with the kernel log's lockd lines already chosen (a scenario passes the lines
 /// since its marker).
-pub fn observe_with_log(input: &CheckInput, log: Vec<LockdLine>) -> Result<Observations, DetectError> {
+pub fn observe_with_log(
+    input: &CheckInput,
+    log: Vec<LockdLine>,
+) -> Result<Observations, DetectError> {
     let mounts = nlm_mounts(&input.proc_root);
     let rpcbind: SocketAddr = "127.0.0.1:111".parse().expect("literal address");
     let waiters = lock_waiters(&input.proc_root);

@@ -154,13 +154,22 @@ impl NfsServer {
                 None,
             )?);
         }
-        write("/proc/sys/fs/nfs/nlm_timeout", &grace.nlm_timeout_secs.to_string())?;
+        write(
+            "/proc/sys/fs/nfs/nlm_timeout",
+            &grace.nlm_timeout_secs.to_string(),
+        )?;
         write(
             "/proc/sys/fs/nfs/nlm_grace_period",
             &grace.nlm_grace_secs.to_string(),
         )?;
-        write("/proc/fs/nfsd/nfsv4gracetime", &grace.nfsv4_secs.to_string())?;
-        write("/proc/fs/nfsd/nfsv4leasetime", &grace.nfsv4_secs.to_string())?;
+        write(
+            "/proc/fs/nfsd/nfsv4gracetime",
+            &grace.nfsv4_secs.to_string(),
+        )?;
+        write(
+            "/proc/fs/nfsd/nfsv4leasetime",
+            &grace.nfsv4_secs.to_string(),
+        )?;
 
         let _ = std::fs::create_dir_all("/run/rpcbind");
         server.rpcbind = Some(daemon("rpcbind", Command::new("rpcbind").arg("-f"))?);
@@ -212,7 +221,10 @@ impl NfsServer {
                 first_err.get_or_insert(e);
             }
         }
-        for d in [self.mountd.take(), self.rpcbind.take()].into_iter().flatten() {
+        for d in [self.mountd.take(), self.rpcbind.take()]
+            .into_iter()
+            .flatten()
+        {
             drop(d);
         }
         match first_err {
