@@ -188,17 +188,19 @@ impl Matrix {
             })
             .collect();
         let mut out = String::new();
-        out.push_str(&format!("  {:first_width$}", "scenario / variant"));
+        let mut line = format!("  {:first_width$}", "scenario / variant");
         for (k, w) in self.kernels.iter().zip(&widths) {
-            out.push_str(&format!("  {k:w$}"));
+            line.push_str(&format!("  {k:w$}"));
         }
+        out.push_str(line.trim_end());
         out.push('\n');
         for r in &self.rows {
             let mark = if r.differs { "* " } else { "  " };
-            out.push_str(&format!("{mark}{:first_width$}", name(r)));
+            let mut line = format!("{mark}{:first_width$}", name(r));
             for (c, w) in r.cells.iter().zip(&widths) {
-                out.push_str(&format!("  {:w$}", c.describe()));
+                line.push_str(&format!("  {:w$}", c.describe()));
             }
+            out.push_str(line.trim_end());
             out.push('\n');
         }
         let n = self.differences();

@@ -141,7 +141,7 @@ fn hang() -> Result<Completion, Failed> {
         )
         .into_bytes(),
     );
-    let deadline = Duration::from_secs(20);
+    let deadline = Duration::from_secs(12);
     let (err, took) = boot_expecting_error(fs, deadline)?;
     if !matches!(err, BootError::Timeout { .. }) {
         return Err(format!("expected a timeout, got: {err}").into());

@@ -37,11 +37,13 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
         );
     }
     let matrix = Matrix::build(&Column::label_all(reports));
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&matrix).expect("json"));
+    let text = if args.json {
+        serde_json::to_string_pretty(&matrix).expect("json") + "\n"
     } else {
-        print!("{}", matrix.render());
-    }
+        matrix.render()
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     Ok(if matrix.differences() > 0 {
         ExitCode::from(1)
     } else {
