@@ -79,7 +79,7 @@ fn search_package(series: &str) -> Result<String, FetchError> {
         .filter(|n| !n.ends_with("-unsigned") && !n.contains("-dbg"))
         .map(str::to_string)
         .collect();
-    names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    names.sort_by_key(|a| version_key(a));
     names.pop().ok_or_else(|| FetchError::NoPackage {
         series: series.to_string(),
     })
@@ -265,18 +265,18 @@ mod tests {
 
     #[test]
     fn orders_package_names_numerically() {
-        let mut names = vec![
+        let mut names = [
             "linux-image-6.1.0-9-cloud-amd64",
             "linux-image-6.1.0-56-cloud-amd64",
             "linux-image-6.1.0-47-cloud-amd64",
         ];
-        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.sort_by_key(|a| version_key(a));
         assert_eq!(names.last(), Some(&"linux-image-6.1.0-56-cloud-amd64"));
-        let mut names = vec![
+        let mut names = [
             "linux-image-6.12.117+deb12-cloud-amd64",
             "linux-image-6.12.99+deb12-cloud-amd64",
         ];
-        names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        names.sort_by_key(|a| version_key(a));
         assert_eq!(
             names.last(),
             Some(&"linux-image-6.12.117+deb12-cloud-amd64")

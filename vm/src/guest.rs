@@ -227,7 +227,7 @@ fn load_modules() -> (Vec<String>, Vec<String>) {
         let path = Path::new(MODULE_DIR).join(format!("{name}.ko"));
         match finit_module(&path) {
             Ok(()) => loaded.push(name.to_string()),
-            Err(e) if e == nix::Error::EEXIST => loaded.push(name.to_string()),
+            Err(nix::Error::EEXIST) => loaded.push(name.to_string()),
             Err(e) => errors.push(format!("failed to load module {name}: {e}")),
         }
     }

@@ -4,7 +4,7 @@
 //! boot is bounded by a deadline, so a guest that panics, hangs or never reports becomes an
 //! error carrying the console's tail.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -288,7 +288,6 @@ impl ConsoleWatch {
         if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
             self.text.push_str(&String::from_utf8_lossy(&buf));
         }
-        let _ = f.seek(SeekFrom::Current(0));
     }
 }
 

@@ -14,7 +14,7 @@ use vm::qemu::{Boot, BootError};
 use vm::{KernelSpec, VmOptions};
 
 fn main() {
-    harness::runner::init(|| Vec::new(), &[(vm::guest::GUEST_ENTRY, vm::guest::entry)]);
+    harness::runner::init(Vec::new, &[(vm::guest::GUEST_ENTRY, vm::guest::entry)]);
     let mut args = Arguments::from_args();
     // Boots need the machine's cores; one at a time.
     args.test_threads = Some(1);
