@@ -6,7 +6,9 @@ pub mod compare;
 pub mod detect;
 pub mod ext4;
 pub mod finding;
+pub mod fuse;
 pub mod guard;
+pub mod inject;
 pub mod internal;
 pub mod kernel;
 pub mod kmsg;
@@ -16,6 +18,7 @@ pub mod output;
 pub mod portmap;
 pub mod requirement;
 pub mod result;
+pub mod runc_bind;
 pub mod runner;
 pub mod scenario;
 

@@ -2,8 +2,10 @@
 
 use harness::Scenario;
 
+pub mod delayed_umount2;
 pub mod etxtbsy_exec_while_copy;
 pub mod ext4_htree_exhaustion;
+pub mod fuse_daemon_restart;
 pub mod hostpath_rename;
 pub mod nfs_flock_dead_statd;
 
@@ -12,7 +14,9 @@ pub fn all() -> Vec<&'static dyn Scenario> {
     vec![
         &etxtbsy_exec_while_copy::EtxtbsyExecWhileCopy,
         &hostpath_rename::HostpathRename,
-        &ext4_htree_exhaustion::Ext4HtreeExhaustion,
+        &fuse_daemon_restart::FuseDaemonRestart,
         &nfs_flock_dead_statd::NfsFlockDeadStatd,
+        &ext4_htree_exhaustion::Ext4HtreeExhaustion,
+        &delayed_umount2::DelayedUmount2,
     ]
 }

@@ -34,6 +34,8 @@ enum Command {
     Check(check::Args),
     /// Scenario × kernel matrix of saved `run --json` results, differences first.
     Compare(compare::Args),
+    /// Inject syscall faults (strace's -e inject=) into a running process or a command.
+    Inject(harness::inject::cli::InjectArgs),
 }
 
 /// A harness or usage error: printed as one line, exit code 2.
@@ -48,6 +50,14 @@ fn main() -> ExitCode {
         scenarios::all,
         &[(vm::guest::GUEST_ENTRY, vm::guest::entry)],
     );
+    // `faultline check | head` should end quietly, as other command-line tools do, not panic.
+    // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -72,6 +82,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a, log),
         Command::Check(a) => check::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Inject(a) => Ok(ExitCode::from(harness::inject::cli::run(&a) as u8)),
     };
     match result {
         Ok(code) => code,

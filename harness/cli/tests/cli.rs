@@ -68,3 +68,55 @@ fn list_json_names_every_scenario_with_runnability() {
     }
     assert!(doc["detectors"].is_array());
 }
+
+#[test]
+fn ext4_index_full_finds_the_directory_in_saved_kernel_logs() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/ext4/");
+    for capture in [
+        "kmsg-dmesg.txt",
+        "kmsg-dmesg-T.txt",
+        "kmsg-journalctl-k.txt",
+        "kmsg-journalctl-k-precise.txt",
+    ] {
+        let file = format!("{fixtures}{capture}");
+        let out = faultline(&["check", "ext4-index-full", "--kmsg-file", &file, "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{capture}: a finding exits 1");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let findings = doc["findings"].as_array().unwrap();
+        assert!(
+            findings.iter().any(|f| f["evidence"]["device"] == "loop0"
+                && f["evidence"]["inode"].as_u64().is_some()
+                && f["evidence"]["level"] == 2),
+            "{capture}: {findings:#?}"
+        );
+        // One finding per directory, not per line: the warnings come in bundles.
+        let lines = std::fs::read_to_string(&file).unwrap();
+        let warnings = lines.matches("index full").count();
+        assert!(
+            findings.len() < warnings,
+            "{capture}: {} findings for {warnings} lines",
+            findings.len()
+        );
+    }
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(FAULTLINE)
+        .args(["list", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -8,9 +8,13 @@ pub mod nfs_lock_manager;
 
 use std::path::PathBuf;
 
+pub mod hung_task;
+pub mod orphan_shim;
+
 use crate::finding::Finding;
 
 pub mod busy_binary;
+pub mod dead_fuse;
 pub mod stale_bind;
 
 /// What `faultline check` hands every detector.
@@ -63,9 +67,12 @@ pub fn all() -> Vec<&'static dyn Detector> {
     vec![
         &busy_binary::BusyBinary,
         &stale_bind::StaleBind,
+        &dead_fuse::DeadFuse,
+        &nfs_lock_manager::NfsLockManager,
         &ext4_index_full::Ext4IndexFull,
         &htree_capacity::HtreeCapacity,
-        &nfs_lock_manager::NfsLockManager,
+        &orphan_shim::OrphanShim::DEFAULT,
+        &hung_task::HungTask::DEFAULT,
     ]
 }
 

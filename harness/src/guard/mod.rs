@@ -7,6 +7,7 @@ pub mod loop_device;
 pub mod mount;
 pub mod nfs;
 pub mod process;
+pub mod shim;
 pub mod wait;
 
 pub use ext4_image::{Ext4Image, MountedExt4};

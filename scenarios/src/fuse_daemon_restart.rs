@@ -1,0 +1,313 @@
+//! `fuse-daemon-restart`: a FUSE daemon (ceph-fuse) dies and is restarted on top of its own
+//! dead mount; pods whose CSI volumes were bound from the old mount cannot start.
+//!
+//! Symptom (seed 003, a ceph-fuse CSI driver in production): pod start fails in runc with
+//! "mount through procfd: no such file or directory" for
+//! `.../kubelet/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`, although the directory
+//! exists, for any image; a plain `mount --bind` of that path fails the same way. The node
+//! had OOM-killed ceph-fuse, which was restarted with `nonempty` on the same mount point; the
+//! CSI mount's source showed as deleted.
+//!
+//! Cause: when a FUSE daemon dies the kernel aborts the connection but keeps every mount of
+//! it: the daemon's mount and each bind made from it (the CSI publish). All of them answer
+//! ENOTCONN from then on. A restarted daemon with `nonempty` (a fusermount/libfuse option; the
+//! kernel lets root mount anywhere) stacks a new mount on the same mount point: the path works
+//! again, but the binds still reference the dead connection, and nothing remakes them. runc
+//! (since CVE-2021-30465) stats the bind source, opens it and the destination with `O_PATH`
+//! and mounts through `/proc/self/fd/N`; on the dead bind that start fails. Which step fails
+//! depends on the kernel: on 6.x the source stat already returns ENOTCONN (older kernels served
+//! it from the attribute cache and failed later, at the procfd mount, as in the seed); the
+//! steps are all recorded. No kernel fix: this is how FUSE connections and binds work.
+//!
+//! Environment: our own FUSE daemon (fuser, mounted through /dev/fuse, passthrough to a
+//! scratch "ceph" directory) as `ceph-fuse` at `var/lib/ceph-fuse`; the CSI publish is a bind
+//! of its `dashboard-folder` to the kubelet path; a container start is the `runc-bind` helper
+//! in its own mount namespace.
+//!
+//! Variants:
+//! - `kill`: SIGKILL the daemon (the OOM kill). Reproduced when the CSI path answers ENOTCONN
+//!   and a new container start fails.
+//! - `restart-nonempty`: then start a new daemon on the same mount point with `nonempty`.
+//!   Reproduced when the mount point works again but the CSI path and a container start still
+//!   fail; mountinfo shows two mounts stacked on one mount point, the bind on the old device.
+//! - `remount` (the fix): unmount the stale CSI bind and the dead mount, restart the daemon on
+//!   the empty mount point (no `nonempty` needed), bind the volume again from the new mount:
+//!   the container starts. Clean.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use harness::detect::dead_fuse;
+use harness::fuse::{FuseConfig, FuseDaemon};
+use harness::guard::Mount;
+use harness::mountinfo::read_mountinfo;
+use harness::runc_bind::{start_container, ContainerStart};
+use harness::{
+    Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
+};
+use serde_json::json;
+
+const POD_UID: &str = "92f2591b-66b5-4843-b7a7-42d0acd2be07";
+const VOLUME: &str = "dashboard-folder";
+
+pub struct FuseDaemonRestart;
+
+struct Layout {
+    dir: PathBuf,
+    backing: PathBuf,
+    ceph_mount: PathBuf,
+    csi_target: PathBuf,
+    rootfs: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: PathBuf) -> anyhow::Result<Layout> {
+        let l = Layout {
+            backing: dir.join("ceph-cluster"),
+            ceph_mount: dir.join("var/lib/ceph-fuse"),
+            csi_target: dir.join(format!(
+                "var/lib/kubelet/pods/{POD_UID}/volumes/kubernetes.io~csi/{VOLUME}/mount"
+            )),
+            rootfs: dir.join("run/containerd/io.containerd.runtime.v2.task/k8s.io/c1/rootfs"),
+            dir,
+        };
+        for d in [
+            &l.backing.join(VOLUME),
+            &l.ceph_mount,
+            &l.csi_target,
+            &l.rootfs,
+        ] {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("failed to create {}", d.display()))?;
+        }
+        std::fs::write(
+            l.backing.join(VOLUME).join("dashboard.json"),
+            b"{\"panels\":[]}\n",
+        )
+        .context("failed to write the volume's file")?;
+        Ok(l)
+    }
+
+    fn daemon(&self, nonempty: bool) -> anyhow::Result<FuseDaemon> {
+        FuseDaemon::start(
+            &FuseConfig::new(&self.backing, &self.ceph_mount)
+                .fsname("ceph-fuse")
+                .subtype("ceph-fuse")
+                .nonempty(nonempty),
+        )
+        .context("failed to start the ceph-fuse stand-in")
+    }
+
+    /// What the CSI node plugin's NodePublishVolume does: bind the volume's directory of the
+    /// FUSE mount onto kubelet's path.
+    fn csi_publish(&self) -> anyhow::Result<Mount> {
+        Mount::bind(&self.ceph_mount.join(VOLUME), &self.csi_target, false)
+            .context("failed to bind the CSI volume")
+    }
+
+    fn start_container(&self) -> anyhow::Result<ContainerStart> {
+        start_container(&self.csi_target, &self.rootfs, "/data").context("container start helper")
+    }
+
+    /// mountinfo lines under this variant's directory, as the kernel shows them.
+    fn mounts(&self) -> serde_json::Value {
+        let mounts = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
+        json!(mounts
+            .iter()
+            .filter(|m| m.mount_point.starts_with(&self.dir))
+            .map(|m| json!({
+                "mount_id": m.mount_id,
+                "parent_id": m.parent_id,
+                "dev": m.device(),
+                "root": m.root_as_shown(),
+                "mount_point": m.mount_point.strip_prefix(&self.dir).unwrap_or(&m.mount_point).display().to_string(),
+                "fstype": m.fstype,
+                "source": m.source_lossy(),
+            }))
+            .collect::<Vec<_>>())
+    }
+}
+
+/// errno and message of an access, `null` when it worked.
+fn access(r: std::io::Result<()>) -> serde_json::Value {
+    match r {
+        Ok(()) => serde_json::Value::Null,
+        Err(e) => json!({"errno": e.raw_os_error(), "error": e.to_string()}),
+    }
+}
+
+fn errno_of(v: &serde_json::Value) -> Option<i64> {
+    v.get("errno").and_then(|e| e.as_i64())
+}
+
+fn list(path: &Path) -> std::io::Result<()> {
+    std::fs::read_dir(path)?
+        .collect::<Result<Vec<_>, _>>()
+        .map(|_| ())
+}
+
+/// Reads the volume through kubelet's path, as the pod's existing containers do.
+fn csi_access(l: &Layout) -> serde_json::Value {
+    access(
+        list(&l.csi_target)
+            .and_then(|_| std::fs::read(l.csi_target.join("dashboard.json")).map(|_| ())),
+    )
+}
+
+impl Scenario for FuseDaemonRestart {
+    fn name(&self) -> &'static str {
+        "fuse-daemon-restart"
+    }
+
+    fn summary(&self) -> &'static str {
+        "the FUSE daemon (ceph-fuse) dies and is restarted on top (nonempty); CSI binds still point at the dead connection and container starts fail"
+    }
+
+    fn detector(&self) -> &'static str {
+        dead_fuse::NAME
+    }
+
+    fn requirements(&self) -> Vec<Requirement> {
+        vec![
+            Requirement::Root,
+            Requirement::Filesystem("fuse"),
+            Requirement::Path {
+                path: "/dev/fuse",
+                why: "the FUSE device (modprobe fuse; in a container, pass --device /dev/fuse)",
+            },
+        ]
+    }
+
+    fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
+        vec![
+            Variant::new(
+                "kill",
+                "SIGKILL the daemon (OOM kill): the CSI bind answers ENOTCONN, container starts fail",
+                Expectation::Reproduced,
+            ),
+            Variant::new(
+                "restart-nonempty",
+                "restart the daemon on the same mount point with nonempty: the mount point works, the CSI bind and container starts still fail",
+                Expectation::Reproduced,
+            ),
+            Variant::new(
+                "remount",
+                "unmount the stale bind and the dead mount, restart on an empty mount point, bind again: the container starts",
+                Expectation::Clean,
+            ),
+        ]
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
+        let l = Layout::new(ctx.variant_dir(variant.name)?)?;
+        let mut first = l.daemon(false)?;
+        let mut csi_bind = Some(l.csi_publish()?);
+        let healthy = l.start_container()?;
+        anyhow::ensure!(
+            healthy.started,
+            "a container start on the healthy mount failed: {healthy:?}"
+        );
+        ctx.progress(format!(
+            "ceph-fuse stand-in pid {} on dev {:?}; CSI volume bound; killing the daemon",
+            first.pid(),
+            first.dev()
+        ));
+        first.kill().context("failed to SIGKILL the daemon")?;
+        let after_kill = csi_access(&l);
+        // The CSI node plugin's health check of its staging directory.
+        let plugin_check = access(list(&l.ceph_mount.join(VOLUME)));
+
+        let mut observed = json!({
+            "daemon": {"pid": first.pid(), "dev": format!("{}:{}", first.dev().0, first.dev().1), "mnt_id": first.mnt_id()},
+            "healthy_container_start": healthy,
+            "after_kill": {"csi_access": after_kill, "plugin_staging_check": plugin_check},
+        });
+        let mut second: Option<FuseDaemon> = None;
+        let reproduced = match variant.name {
+            "kill" => {
+                let start = l.start_container()?;
+                let r = errno_of(&after_kill) == Some(libc::ENOTCONN as i64) && !start.started;
+                observed["container_start"] = json!(start);
+                r
+            }
+            "restart-nonempty" => {
+                // What a restart without nonempty gets: fusermount's check of the mount point.
+                let refused = match l.daemon(false) {
+                    Ok(_) => {
+                        anyhow::bail!("a restart without nonempty mounted over the dead mount")
+                    }
+                    Err(e) => format!("{:#}", e),
+                };
+                let d = l.daemon(true)?;
+                let new_mount = access(list(&l.ceph_mount.join(VOLUME)));
+                let csi = csi_access(&l);
+                let start = l.start_container()?;
+                let stacked = read_mountinfo(Path::new("/proc"), None)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|m| m.mount_point == l.ceph_mount)
+                    .count();
+                observed["restart"] = json!({
+                    "without_nonempty": refused,
+                    "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1), "mnt_id": d.mnt_id()},
+                    "new_mount_access": new_mount,
+                    "csi_access": csi,
+                    "mounts_stacked_on_ceph_mount_point": stacked,
+                });
+                observed["container_start"] = json!(start);
+                second = Some(d);
+                new_mount.is_null()
+                    && errno_of(&csi) == Some(libc::ENOTCONN as i64)
+                    && !start.started
+            }
+            "remount" => {
+                // The fix, in the order that leaves nothing stale behind.
+                if let Some(mut b) = csi_bind.take() {
+                    b.teardown()
+                        .context("failed to unmount the stale CSI bind")?;
+                }
+                first
+                    .teardown()
+                    .context("failed to unmount the dead ceph-fuse mount")?;
+                let d = l.daemon(false)?;
+                csi_bind = Some(l.csi_publish()?);
+                let csi = csi_access(&l);
+                let start = l.start_container()?;
+                observed["fix"] = json!({
+                    "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1)},
+                    "csi_access": csi,
+                });
+                observed["container_start"] = json!(start);
+                second = Some(d);
+                !(csi.is_null() && start.started)
+            }
+            other => anyhow::bail!("unknown variant {other:?}"),
+        };
+        if let Some(start) = observed.get("container_start").cloned() {
+            let start: ContainerStart = serde_json::from_value(start)?;
+            observed["container_start_failed_at"] = json!(start.failed_step());
+        }
+        observed["mountinfo"] = l.mounts();
+        let findings = dead_fuse::scan(
+            Path::new("/proc"),
+            std::slice::from_ref(&l.dir),
+            dead_fuse::PROBE_LIMIT,
+        )
+        .context("dead-fuse failed")?;
+
+        // Newest first: the restarted daemon's mount sits on top of the old one.
+        drop(second);
+        drop(csi_bind);
+        drop(first);
+        Ok(VariantOutcome {
+            reproduced,
+            observed,
+            findings,
+        })
+    }
+}
