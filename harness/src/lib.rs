@@ -2,6 +2,7 @@
 //! namespaces, the environment guards, fault injection, the detectors that also run on live
 //! nodes, and the output formats.
 
+pub mod compare;
 pub mod detect;
 pub mod ext4;
 pub mod finding;
@@ -14,6 +15,7 @@ pub mod kmsg;
 pub mod mount_namespace;
 pub mod mountinfo;
 pub mod output;
+pub mod portmap;
 pub mod requirement;
 pub mod result;
 pub mod runc_bind;

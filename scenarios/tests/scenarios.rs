@@ -5,11 +5,15 @@
 //! kernel log, and their timing assertions need the machine's cores.
 
 use harness::runner::{run_scenario, RunOptions};
-use harness::Status;
+use harness::scenario::Backend;
+use harness::{Scenario, ScenarioResult, Status};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() {
-    harness::runner::init(scenarios::all, &[]);
+    harness::runner::init(
+        scenarios::all,
+        &[(vm::guest::GUEST_ENTRY, vm::guest::entry)],
+    );
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
         args.test_threads = Some(1);
@@ -22,7 +26,18 @@ fn main() {
                     log: std::env::var("FAULTLINE_LOG").unwrap_or_else(|_| "warn".into()),
                     ..RunOptions::default()
                 };
-                let r = run_scenario(s, &opts);
+                let r = if s.backend() == Backend::VmOnly && !harness::runner::in_vm_guest() {
+                    match run_in_vm(s, &opts) {
+                        Some(r) => r,
+                        None => {
+                            return Ok(Completion::ignored_with(
+                                "skip: needs qemu-system-x86_64 for the VM backend (apt-get install qemu-system-x86, or run ci/setup)",
+                            ))
+                        }
+                    }
+                } else {
+                    run_scenario(s, &opts)
+                };
                 let detail = serde_json::to_string_pretty(&r).unwrap_or_default();
                 match r.status {
                     Status::Pass => {
@@ -41,4 +56,32 @@ fn main() {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// A VM-only scenario boots one guest kernel (`FAULTLINE_TEST_KERNEL`, default
+/// `debian:6.1`, fetched into the cache on first use) and runs there; `None` when qemu is
+/// not installed.
+fn run_in_vm(s: &'static dyn Scenario, opts: &RunOptions) -> Option<ScenarioResult> {
+    if !vm::qemu::qemu_available() {
+        return None;
+    }
+    let spec = std::env::var("FAULTLINE_TEST_KERNEL").unwrap_or_else(|_| "debian:6.1".into());
+    let spec = match vm::KernelSpec::parse(&spec) {
+        Ok(k) => k,
+        Err(e) => {
+            return Some(ScenarioResult::without_variants(
+                s.name(),
+                Status::Error,
+                format!("FAULTLINE_TEST_KERNEL: {e}"),
+            ))
+        }
+    };
+    let vm_opts = vm::VmOptions {
+        log: opts.log.clone(),
+        ..vm::VmOptions::default()
+    };
+    let report = vm::run_report_in_vm(&spec, &[s], &vm_opts);
+    let mut r = report.scenarios.into_iter().find(|r| r.name == s.name())?;
+    r.reason = format!("[{} in the VM] {}", report.kernel, r.reason);
+    Some(r)
 }

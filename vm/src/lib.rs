@@ -1,1 +1,252 @@
 //! The disposable VM backend: guest kernel fetch, initramfs builder, qemu runner.
+//!
+//! [`run_in_vm`] boots one kernel with an initramfs holding the running binary, busybox, the
+//! host binaries and kernel modules the scenarios require, runs the scenarios there with the
+//! same runner as on the host, and returns the guest's report. Binaries that can run
+//! scenarios register [`guest::entry`] under [`guest::GUEST_ENTRY`] so the guest's init is
+//! the same executable.
+
+pub mod cpio;
+pub mod fetch;
+pub mod guest;
+pub mod initramfs;
+pub mod kernel;
+pub mod modules;
+pub mod needs;
+pub mod protocol;
+pub mod qemu;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use harness::{RunReport, Scenario, ScenarioResult, Status};
+
+pub use kernel::{GuestKernel, KernelSpec};
+pub use qemu::{Accel, AccelChoice};
+
+use crate::initramfs::{Initramfs, GUEST_BINARY, REQUEST};
+use crate::needs::GuestNeeds;
+use crate::protocol::GuestRequest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    #[error(transparent)]
+    Modules(#[from] modules::ModuleError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
+    #[error(transparent)]
+    Boot(#[from] qemu::BootError),
+}
+
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub options: BTreeMap<String, String>,
+    pub keep: bool,
+    /// `<root>/vm/<kernel label>/` receives console.log and the guest's report.
+    pub artifacts_root: PathBuf,
+    pub log: String,
+    /// Bound for the whole boot; default: the scenarios' own timeouts plus boot time.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        VmOptions {
+            options: BTreeMap::new(),
+            keep: false,
+            artifacts_root: harness::runner::default_artifacts_root(),
+            log: "warn".into(),
+            timeout: None,
+        }
+    }
+}
+
+/// One guest run and its figures.
+#[derive(Debug)]
+pub struct VmRun {
+    pub report: RunReport,
+    pub kernel: GuestKernel,
+    pub accel: AccelChoice,
+    /// Assembling the initramfs (after the kernel was in the cache).
+    pub build: Duration,
+    pub initrd_bytes: u64,
+    /// qemu start to guest init.
+    pub to_init: Duration,
+    /// qemu start to the report.
+    pub total: Duration,
+    /// The guest's own uptime when init started.
+    pub guest_init_uptime: Duration,
+    pub console: PathBuf,
+}
+
+/// How long a boot may take to reach guest init under TCG on a busy two-core machine.
+const INIT_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Resolves `spec` to a kernel on disk, fetching Debian kernels into the cache.
+pub fn guest_kernel(spec: &KernelSpec) -> Result<GuestKernel, VmError> {
+    Ok(match spec {
+        KernelSpec::Debian { series } => fetch::debian_kernel(series)?,
+        KernelSpec::Path { image, modules } => GuestKernel::from_path(image, modules.as_deref())?,
+    })
+}
+
+/// Boots `spec` and runs `scenarios` inside it.
+pub fn run_in_vm(
+    spec: &KernelSpec,
+    scenarios: &[&dyn Scenario],
+    opts: &VmOptions,
+) -> Result<VmRun, VmError> {
+    let request = GuestRequest {
+        scenarios: scenarios.iter().map(|s| s.name().to_string()).collect(),
+        options: opts.options.clone(),
+        log: opts.log.clone(),
+        keep: opts.keep,
+        boot_only: scenarios.is_empty(),
+    };
+    let timeout = opts
+        .timeout
+        .unwrap_or_else(|| INIT_DEADLINE + scenarios.iter().map(|s| s.timeout()).sum::<Duration>());
+    boot_with(spec, scenarios, &request, opts, timeout)
+}
+
+fn boot_with(
+    spec: &KernelSpec,
+    scenarios: &[&dyn Scenario],
+    request: &GuestRequest,
+    opts: &VmOptions,
+    timeout: Duration,
+) -> Result<VmRun, VmError> {
+    let kernel = guest_kernel(spec)?;
+    let dir = opts.artifacts_root.join("vm").join(spec.label());
+    std::fs::create_dir_all(&dir).map_err(|source| qemu::BootError::Files {
+        path: dir.clone(),
+        source,
+    })?;
+    let build_start = Instant::now();
+    let initrd = dir.join("initramfs.cpio");
+    let initrd_bytes = build_initramfs(&kernel, scenarios, request, &initrd)?;
+    let build = build_start.elapsed();
+    tracing::info!(
+        "initramfs for {} ({} MiB) built in {:.1}s",
+        kernel.release,
+        initrd_bytes >> 20,
+        build.as_secs_f64()
+    );
+    let accel = qemu::choose_accel(&kernel, &initrd, &dir);
+    tracing::info!("accelerator: {} ({})", accel.accel.as_str(), accel.why);
+    let boot = qemu::Boot {
+        kernel: &kernel,
+        initrd: &initrd,
+        dir: &dir,
+        accel: accel.accel,
+        memory_mib: 1024 + (initrd_bytes >> 20) * 2,
+        init_deadline: INIT_DEADLINE.min(timeout),
+        deadline: timeout,
+        stop_at_init: false,
+    };
+    let outcome = boot.run();
+    // The archive is rebuilt every run and is as large as the binaries in it.
+    if !opts.keep {
+        let _ = std::fs::remove_file(&initrd);
+    }
+    let outcome = outcome?;
+    let guest = outcome.report.expect("a completed boot has a report");
+    let mut report = guest.report;
+    report.backend = "vm".into();
+    report.kernel = guest.kernel_release;
+    Ok(VmRun {
+        report,
+        kernel,
+        accel,
+        build,
+        initrd_bytes,
+        to_init: outcome.to_init,
+        total: outcome.total,
+        guest_init_uptime: Duration::from_millis(guest.init_uptime_ms),
+        console: outcome.console,
+    })
+}
+
+/// [`run_in_vm`], with a failure to boot or report turned into an `error` result for each
+/// scenario (the reason carries the console's tail), as the runner does for a scenario
+/// process that dies.
+pub fn run_report_in_vm(
+    spec: &KernelSpec,
+    scenarios: &[&dyn Scenario],
+    opts: &VmOptions,
+) -> RunReport {
+    match run_in_vm(spec, scenarios, opts) {
+        Ok(run) => {
+            tracing::info!(
+                "{}: guest init after {:.2}s ({}), report after {:.2}s; console: {}",
+                spec,
+                run.to_init.as_secs_f64(),
+                run.accel.accel.as_str(),
+                run.total.as_secs_f64(),
+                run.console.display()
+            );
+            run.report
+        }
+        Err(e) => RunReport {
+            kernel: spec.to_string(),
+            backend: "vm".into(),
+            scenarios: scenarios
+                .iter()
+                .map(|s| {
+                    ScenarioResult::without_variants(
+                        s.name(),
+                        Status::Error,
+                        format!("VM backend on {spec}: {e}"),
+                    )
+                })
+                .collect(),
+        },
+    }
+}
+
+/// Writes the initramfs for `scenarios` on `kernel` and returns its size.
+pub fn build_initramfs(
+    kernel: &GuestKernel,
+    scenarios: &[&dyn Scenario],
+    request: &GuestRequest,
+    out: &std::path::Path,
+) -> Result<u64, VmError> {
+    let needs = GuestNeeds::for_scenarios(scenarios);
+    for missing in &needs.missing_binaries {
+        tracing::warn!("{missing} is required but not installed on the host; the guest will skip what needs it");
+    }
+    let mut fs = Initramfs::new();
+    fs.busybox()?;
+    fs.running_executable(GUEST_BINARY)?;
+    for b in &needs.binaries {
+        fs.binary(b)?;
+    }
+    needs.add_support_files(&mut fs)?;
+    let wanted: Vec<&str> = needs.modules.iter().map(String::as_str).collect();
+    let resolved = modules::resolve(&kernel.modules, &wanted, &modules::builtin(&kernel.modules))?;
+    for a in &resolved.absent {
+        tracing::debug!("kernel {} has no module {a}", kernel.release);
+    }
+    fs.modules(&resolved.ordered);
+    fs.file(
+        REQUEST,
+        0o644,
+        serde_json::to_vec(request).expect("request serialises"),
+    );
+    fs.file(
+        "/init",
+        0o755,
+        format!(
+            "#!/bin/busybox sh\nexec {GUEST_BINARY} {} {}\n",
+            harness::internal::MARKER,
+            guest::GUEST_ENTRY
+        )
+        .into_bytes(),
+    );
+    Ok(fs.write(out)?)
+}

@@ -2,6 +2,7 @@
 //! failed or `check` found a problem, 2 usage or harness error (one line on stderr).
 
 mod check;
+mod compare;
 mod list;
 mod run;
 
@@ -31,6 +32,8 @@ enum Command {
     Run(run::Args),
     /// Run detectors against this live node (all that apply here when none are named).
     Check(check::Args),
+    /// Scenario × kernel matrix of saved `run --json` results, differences first.
+    Compare(compare::Args),
     /// Inject syscall faults (strace's -e inject=) into a running process or a command.
     Inject(harness::inject::cli::InjectArgs),
 }
@@ -43,7 +46,10 @@ pub(crate) fn fail_usage(msg: impl Into<String>) -> Result<ExitCode, UsageError>
 }
 
 fn main() -> ExitCode {
-    harness::runner::init(scenarios::all, &[]);
+    harness::runner::init(
+        scenarios::all,
+        &[(vm::guest::GUEST_ENTRY, vm::guest::entry)],
+    );
     // `faultline check | head` should end quietly, as other command-line tools do, not panic.
     // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
     unsafe {
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Run(a) => run::run(a, log),
         Command::Check(a) => check::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Inject(a) => Ok(ExitCode::from(harness::inject::cli::run(&a) as u8)),
     };
     match result {

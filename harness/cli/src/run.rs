@@ -32,6 +32,48 @@ pub struct Args {
     /// Where artifacts go (default: target/faultline).
     #[arg(long, value_name = "DIR")]
     artifacts: Option<PathBuf>,
+    /// Run inside a disposable qemu VM (default kernel: debian:6.1).
+    #[arg(long)]
+    vm: bool,
+    /// Kernel to run on: host, debian:6.1, debian:6.12, or IMAGE[:MODULES_DIR]. Repeat to
+    /// run on each and print the comparison matrix. Anything but `host` implies --vm.
+    #[arg(long, value_name = "SPEC")]
+    kernel: Vec<String>,
+}
+
+/// Where one pass of the suite runs.
+enum Target {
+    Host,
+    Vm(vm::KernelSpec),
+}
+
+fn targets(vm_flag: bool, kernels: &[String]) -> Result<Vec<Target>, UsageError> {
+    if kernels.is_empty() {
+        return Ok(vec![if vm_flag {
+            Target::Vm(vm::KernelSpec::Debian {
+                series: "6.1".into(),
+            })
+        } else {
+            Target::Host
+        }]);
+    }
+    kernels
+        .iter()
+        .map(|k| {
+            if k == "host" {
+                if vm_flag {
+                    return Err(UsageError(
+                        "--kernel host runs on the host kernel and cannot be combined with --vm"
+                            .into(),
+                    ));
+                }
+                return Ok(Target::Host);
+            }
+            vm::KernelSpec::parse(k)
+                .map(Target::Vm)
+                .map_err(|e| UsageError(e.to_string()))
+        })
+        .collect()
 }
 
 pub fn select(names: &[String]) -> Result<Vec<&'static dyn Scenario>, UsageError> {
@@ -79,6 +121,64 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
         opts.options.insert("copier".into(), c);
     }
 
+    let targets = targets(args.vm, &args.kernel)?;
+    if targets.iter().any(|t| matches!(t, Target::Vm(_))) && !vm::qemu::qemu_available() {
+        return fail_usage(
+            "--vm needs qemu-system-x86_64: apt-get install qemu-system-x86 (or run ci/setup)",
+        );
+    }
+    let mut reports = Vec::new();
+    for t in &targets {
+        reports.push(match t {
+            Target::Host => run_on_host(&selected, &opts),
+            Target::Vm(spec) => run_in_vm(spec, &selected, &opts),
+        });
+    }
+    if reports.len() == 1 {
+        return finish(&reports[0], args.json, args.junit.as_deref());
+    }
+    finish_many(&reports, args.json, args.junit.as_deref())
+}
+
+fn run_in_vm(
+    spec: &vm::KernelSpec,
+    selected: &[&'static dyn Scenario],
+    opts: &RunOptions,
+) -> RunReport {
+    eprintln!(
+        "faultline: booting {spec} for {} scenario(s) ...",
+        selected.len()
+    );
+    let vm_opts = vm::VmOptions {
+        options: opts.options.clone(),
+        keep: opts.keep,
+        artifacts_root: opts.artifacts_root.clone(),
+        log: opts.log.clone(),
+        timeout: None,
+    };
+    let start = std::time::Instant::now();
+    let report = vm::run_report_in_vm(spec, selected, &vm_opts);
+    for r in &report.scenarios {
+        eprintln!(
+            "faultline: [{}] {} {}",
+            report.kernel,
+            r.name,
+            r.status.as_str()
+        );
+    }
+    eprintln!(
+        "faultline: {spec} done in {:.1}s (console: {})",
+        start.elapsed().as_secs_f64(),
+        opts.artifacts_root
+            .join("vm")
+            .join(spec.label())
+            .join("console.log")
+            .display()
+    );
+    report
+}
+
+fn run_on_host(selected: &[&'static dyn Scenario], opts: &RunOptions) -> RunReport {
     let mut report = RunReport {
         kernel: harness::KernelVersion::running().release,
         backend: if harness::runner::in_vm_guest() {
@@ -91,7 +191,7 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
     };
     for s in selected {
         eprintln!("faultline: {} ...", s.name());
-        let r = run_scenario(s, &opts);
+        let r = run_scenario(*s, opts);
         eprintln!(
             "faultline: {} {} ({:.1}s)",
             s.name(),
@@ -100,7 +200,57 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
         );
         report.scenarios.push(r);
     }
-    finish(&report, args.json, args.junit.as_deref())
+    report
+}
+
+/// Several kernels: each run's table, then the comparison matrix (JSON: every report and
+/// the matrix). The exit code is the worst of the runs.
+fn finish_many(
+    reports: &[RunReport],
+    json: bool,
+    junit: Option<&std::path::Path>,
+) -> Result<ExitCode, UsageError> {
+    let matrix =
+        harness::compare::Matrix::build(&harness::compare::Column::label_all(reports.to_vec()));
+    if let Some(path) = junit {
+        let mut merged = reports[0].clone();
+        merged.scenarios.clear();
+        for r in reports {
+            for s in &r.scenarios {
+                let mut s = s.clone();
+                s.name = format!("{} [{}]", s.name, r.kernel);
+                merged.scenarios.push(s);
+            }
+        }
+        let xml = harness::output::junit::render(&merged)
+            .map_err(|e| UsageError(format!("failed to render JUnit: {e}")))?;
+        std::fs::write(path, xml)
+            .map_err(|e| UsageError(format!("failed to write {}: {e}", path.display())))?;
+    }
+    if json {
+        let doc = serde_json::json!({ "runs": reports, "comparison": matrix });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    } else {
+        for r in reports {
+            println!("== {} ({})", r.kernel, r.backend);
+            print!("{}", harness::output::text::run_table(r));
+            println!();
+        }
+        print!("{}", matrix.render());
+    }
+    let any = |st: Status| {
+        reports
+            .iter()
+            .flat_map(|r| &r.scenarios)
+            .any(|s| s.status == st)
+    };
+    Ok(if any(Status::Error) {
+        ExitCode::from(2)
+    } else if any(Status::Fail) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Prints the report as asked and maps it to the exit code.

@@ -4,6 +4,7 @@
 pub mod ext4_index_full;
 pub mod htree_capacity;
 pub mod kernel_log;
+pub mod nfs_lock_manager;
 
 use std::path::PathBuf;
 
@@ -67,6 +68,7 @@ pub fn all() -> Vec<&'static dyn Detector> {
         &busy_binary::BusyBinary,
         &stale_bind::StaleBind,
         &dead_fuse::DeadFuse,
+        &nfs_lock_manager::NfsLockManager,
         &ext4_index_full::Ext4IndexFull,
         &htree_capacity::HtreeCapacity,
         &orphan_shim::OrphanShim::DEFAULT,

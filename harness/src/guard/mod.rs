@@ -5,6 +5,7 @@ pub mod container;
 pub mod ext4_image;
 pub mod loop_device;
 pub mod mount;
+pub mod nfs;
 pub mod process;
 pub mod shim;
 pub mod wait;

@@ -45,7 +45,7 @@ pub fn init(registry: Registry, extra: &[(&str, internal::Entry)]) {
     internal::dispatch(extra);
 }
 
-pub(crate) fn registry() -> Vec<&'static dyn Scenario> {
+pub fn registry() -> Vec<&'static dyn Scenario> {
     REGISTRY.get().map(|r| r()).unwrap_or_default()
 }
 

@@ -1,0 +1,148 @@
+//! What the guest must carry for a set of scenarios, derived from their requirements:
+//! host binaries (`Requirement::Binary`), kernel modules (`Requirement::Filesystem`), and
+//! what those binaries and file systems need beyond themselves, which requirements do not
+//! say (the NFS daemons' state directories, `nfsv3` for an `nfs` mount with `vers=3`).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use harness::{Requirement, Scenario};
+
+use crate::initramfs::{Initramfs, InitramfsError};
+
+#[derive(Debug, Default, Clone)]
+pub struct GuestNeeds {
+    /// Host binaries, copied with their libraries to the same path.
+    pub binaries: BTreeSet<PathBuf>,
+    /// Required binaries the host does not have: the guest's requirement check will name
+    /// them; the builder only warns.
+    pub missing_binaries: BTreeSet<String>,
+    /// Module names to load, in the order asked (dependencies are resolved later).
+    pub modules: Vec<String>,
+}
+
+impl GuestNeeds {
+    pub fn for_scenarios(scenarios: &[&dyn Scenario]) -> GuestNeeds {
+        let mut needs = GuestNeeds::default();
+        // Loop devices are how scenarios build file systems; cheap to carry always.
+        needs.add_module("loop");
+        for s in scenarios {
+            for r in s.requirements() {
+                needs.add_requirement(&r);
+            }
+        }
+        needs
+    }
+
+    pub fn add_requirement(&mut self, r: &Requirement) {
+        match r {
+            Requirement::Binary { name, .. } => match harness::requirement::find_on_path(name) {
+                Some(p) => {
+                    self.binaries.insert(p);
+                }
+                None => {
+                    self.missing_binaries.insert(name.to_string());
+                }
+            },
+            Requirement::Filesystem(fs) => {
+                for m in modules_for_filesystem(fs) {
+                    self.add_module(m);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn add_module(&mut self, name: &str) {
+        if !self.modules.iter().any(|m| m == name) {
+            self.modules.push(name.to_string());
+        }
+    }
+
+    /// Configuration and state files the included binaries expect.
+    pub fn add_support_files(&self, fs: &mut Initramfs) -> Result<(), InitramfsError> {
+        fs.file(
+            "/etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\n_rpc:x:100:65534::/run/rpcbind:/usr/sbin/nologin\nstatd:x:101:65534::/var/lib/nfs:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".to_vec(),
+        );
+        fs.file(
+            "/etc/group",
+            0o644,
+            b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        );
+        fs.file(
+            "/etc/hosts",
+            0o644,
+            b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
+        );
+        fs.file(
+            "/etc/nsswitch.conf",
+            0o644,
+            b"passwd: files\ngroup: files\nhosts: files\nservices: files\nprotocols: files\nrpc: files\n"
+                .to_vec(),
+        );
+        fs.symlink("/etc/mtab", "/proc/self/mounts");
+        // libtirpc's transport table and the name databases the RPC daemons look up.
+        for f in [
+            "/etc/netconfig",
+            "/etc/services",
+            "/etc/protocols",
+            "/etc/rpc",
+        ] {
+            let p = std::path::Path::new(f);
+            if p.exists() {
+                fs.host_file(p, f)?;
+            }
+        }
+        let has = |name: &str| {
+            self.binaries
+                .iter()
+                .any(|b| b.file_name().is_some_and(|n| n == name))
+        };
+        if has("rpc.statd") || has("rpc.mountd") || has("exportfs") || has("mount.nfs") {
+            for d in [
+                "/var/lib/nfs/sm",
+                "/var/lib/nfs/sm.bak",
+                "/var/lib/nfs/v4recovery",
+                "/var/lib/nfs/rpc_pipefs",
+            ] {
+                fs.dir(d);
+            }
+            fs.file("/var/lib/nfs/etab", 0o644, Vec::new());
+            fs.file("/var/lib/nfs/rmtab", 0o644, Vec::new());
+            fs.file("/etc/exports", 0o644, Vec::new());
+        }
+        Ok(())
+    }
+}
+
+/// The modules that give the kernel a file system type. `nfs` mounts with `vers=3` need the
+/// separate `nfsv3` module, which the kernel would request through modprobe; the guest has
+/// no modprobe database, so it is loaded up front.
+pub fn modules_for_filesystem(fs: &str) -> Vec<&str> {
+    match fs {
+        "nfs" => vec!["nfs", "nfsv3"],
+        "nfsd" => vec!["nfsd"],
+        "fuse" | "fuseblk" => vec!["fuse"],
+        "ext2" | "ext3" => vec!["ext4"],
+        other => vec![other],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filesystems_map_to_modules() {
+        assert_eq!(modules_for_filesystem("nfs"), ["nfs", "nfsv3"]);
+        assert_eq!(modules_for_filesystem("overlay"), ["overlay"]);
+        let mut n = GuestNeeds::default();
+        n.add_requirement(&Requirement::Filesystem("nfs"));
+        n.add_requirement(&Requirement::Filesystem("nfs"));
+        n.add_requirement(&Requirement::binary("no-such-binary-here", "nothing"));
+        assert_eq!(n.modules, ["nfs", "nfsv3"]);
+        assert!(n.missing_binaries.contains("no-such-binary-here"));
+    }
+}

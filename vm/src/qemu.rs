@@ -1,0 +1,444 @@
+//! Booting a guest with qemu: direct kernel boot on the `microvm` machine (no firmware, no
+//! PCI, no disks), console on the first serial port (written to `console.log`), the
+//! report on the second. qemu runs as a [`ChildGroup`]: it dies with the harness, and every
+//! boot is bounded by a deadline, so a guest that panics, hangs or never reports becomes an
+//! error carrying the console's tail.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use harness::guard::ChildGroup;
+
+use crate::kernel::GuestKernel;
+use crate::protocol::{unframe, GuestReport, INIT_MARKER};
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("qemu is not installed (apt-get install qemu-system-x86, or run ci/setup)")]
+    NoQemu,
+    #[error("failed to start qemu")]
+    Spawn(#[source] std::io::Error),
+    #[error("failed to prepare {path}")]
+    Files {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guest did not reach init within {after:?} ({accel}); console tail:\n{tail}")]
+    NoInit {
+        after: Duration,
+        accel: &'static str,
+        tail: String,
+    },
+    #[error(
+        "the guest did not report within {after:?} ({accel}); killed it; console tail:\n{tail}"
+    )]
+    Timeout {
+        after: Duration,
+        accel: &'static str,
+        tail: String,
+    },
+    #[error("the guest stopped ({status}) without a report; console tail:\n{tail}")]
+    NoReport { status: String, tail: String },
+    #[error("the guest's report is unreadable: {reason}; console tail:\n{tail}")]
+    BadReport { reason: String, tail: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The accelerator chosen, and why.
+#[derive(Debug, Clone)]
+pub struct AccelChoice {
+    pub accel: Accel,
+    pub why: String,
+}
+
+/// One boot.
+pub struct Boot<'a> {
+    pub kernel: &'a GuestKernel,
+    pub initrd: &'a Path,
+    /// Where console.log and report.txt go.
+    pub dir: &'a Path,
+    pub accel: Accel,
+    pub memory_mib: u64,
+    /// Until guest init prints its marker.
+    pub init_deadline: Duration,
+    /// Until the report is complete.
+    pub deadline: Duration,
+    /// Only watch for init: stop the guest as soon as it got there (the KVM probe).
+    pub stop_at_init: bool,
+}
+
+/// What a boot produced.
+#[derive(Debug)]
+pub struct BootOutcome {
+    pub report: Option<GuestReport>,
+    /// Host wall time from starting qemu to the guest's init marker.
+    pub to_init: Duration,
+    /// Host wall time from starting qemu to its exit (or to the report when it had to be
+    /// stopped).
+    pub total: Duration,
+    pub console: PathBuf,
+}
+
+pub fn qemu_available() -> bool {
+    harness::requirement::find_on_path(QEMU).is_some()
+}
+
+impl Boot<'_> {
+    fn command(&self, console: &Path, report: &Path) -> Command {
+        let mut append = vec![
+            "console=ttyS0".to_string(),
+            "quiet".into(),
+            "panic=-1".into(),
+            "pci=off".into(),
+            "8250.nr_uarts=2".into(),
+            "random.trust_cpu=on".into(),
+            "mitigations=off".into(),
+            "rdinit=/init".into(),
+        ];
+        if self.accel == Accel::Tcg {
+            // Under TCG the guest's TSC is the host's; when the host is busy the kernel's
+            // PIT calibration of it fails and the boot hangs in timer setup. Telling the
+            // kernel the frequency skips the calibration.
+            if let Some(khz) = host_tsc_khz() {
+                append.push(format!("tsc_early_khz={khz}"));
+            }
+        }
+        let mut cmd = Command::new(QEMU);
+        cmd.args(["-M", "microvm", "-accel", self.accel.as_str()])
+            .args([
+                "-cpu",
+                if self.accel == Accel::Kvm {
+                    "host"
+                } else {
+                    "max"
+                },
+            ])
+            .args(["-smp", "1", "-m", &format!("{}M", self.memory_mib)])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(&self.kernel.image)
+            .arg("-initrd")
+            .arg(self.initrd)
+            .args(["-append", &append.join(" ")])
+            .arg("-chardev")
+            .arg(format!("file,id=console,path={}", console.display()))
+            .args(["-device", "isa-serial,chardev=console"])
+            .arg("-chardev")
+            .arg(format!("file,id=report,path={}", report.display()))
+            .args(["-device", "isa-serial,chardev=report"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    pub fn run(&self) -> Result<BootOutcome, BootError> {
+        if !qemu_available() {
+            return Err(BootError::NoQemu);
+        }
+        let console = self.dir.join("console.log");
+        let report = self.dir.join("report.txt");
+        std::fs::create_dir_all(self.dir).map_err(|source| BootError::Files {
+            path: self.dir.to_path_buf(),
+            source,
+        })?;
+        for f in [&console, &report] {
+            std::fs::write(f, b"").map_err(|source| BootError::Files {
+                path: f.clone(),
+                source,
+            })?;
+        }
+        let mut cmd = self.command(&console, &report);
+        tracing::debug!("booting: {cmd:?}");
+        let start = Instant::now();
+        let mut qemu = ChildGroup::spawn("qemu", &mut cmd)
+            .map_err(BootError::Spawn)?
+            .with_grace(Duration::from_secs(1));
+        let mut watch = ConsoleWatch::new(&console);
+        let mut to_init = None;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            watch.poll();
+            if to_init.is_none() && watch.text.contains(INIT_MARKER) {
+                to_init = Some(start.elapsed());
+                if self.stop_at_init {
+                    let _ = qemu.teardown();
+                    return Ok(BootOutcome {
+                        report: None,
+                        to_init: to_init.unwrap_or_default(),
+                        total: start.elapsed(),
+                        console,
+                    });
+                }
+            }
+            let report_text = std::fs::read_to_string(&report).unwrap_or_default();
+            if let Some(parsed) = unframe(&report_text) {
+                // The guest powers off right after; give it a moment, then make sure.
+                let _ = qemu.wait_timeout(Duration::from_secs(5));
+                let _ = qemu.teardown();
+                let total = start.elapsed();
+                return match parsed {
+                    Ok(r) => Ok(BootOutcome {
+                        report: Some(r),
+                        to_init: to_init.unwrap_or_default(),
+                        total,
+                        console,
+                    }),
+                    Err(e) => Err(BootError::BadReport {
+                        reason: e.to_string(),
+                        tail: tail(&console),
+                    }),
+                };
+            }
+            match qemu.try_wait() {
+                Ok(Some(status)) => {
+                    watch.poll();
+                    let mut stderr = String::new();
+                    if let Some(mut e) = qemu.child_mut().and_then(|c| c.stderr.take()) {
+                        let _ = e.read_to_string(&mut stderr);
+                    }
+                    // A late report (written just before exit) still counts.
+                    let report_text = std::fs::read_to_string(&report).unwrap_or_default();
+                    if let Some(Ok(r)) = unframe(&report_text) {
+                        return Ok(BootOutcome {
+                            report: Some(r),
+                            to_init: to_init.unwrap_or_default(),
+                            total: start.elapsed(),
+                            console,
+                        });
+                    }
+                    let mut t = tail(&console);
+                    if !stderr.trim().is_empty() {
+                        t.push_str(&format!("\nqemu stderr: {}", stderr.trim()));
+                    }
+                    return Err(BootError::NoReport {
+                        status: status.to_string(),
+                        tail: t,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Err(BootError::Spawn(e)),
+            }
+            let elapsed = start.elapsed();
+            if to_init.is_none() && elapsed >= self.init_deadline {
+                let _ = qemu.teardown();
+                return Err(BootError::NoInit {
+                    after: elapsed,
+                    accel: self.accel.as_str(),
+                    tail: tail(&console),
+                });
+            }
+            if elapsed >= self.deadline {
+                let _ = qemu.teardown();
+                return Err(BootError::Timeout {
+                    after: elapsed,
+                    accel: self.accel.as_str(),
+                    tail: tail(&console),
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Reads what qemu appended to the console file since the last poll.
+struct ConsoleWatch {
+    file: Option<std::fs::File>,
+    text: String,
+}
+
+impl ConsoleWatch {
+    fn new(path: &Path) -> ConsoleWatch {
+        ConsoleWatch {
+            file: std::fs::File::open(path).ok(),
+            text: String::new(),
+        }
+    }
+
+    fn poll(&mut self) {
+        let Some(f) = self.file.as_mut() else { return };
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
+            self.text.push_str(&String::from_utf8_lossy(&buf));
+        }
+    }
+}
+
+/// The last lines of the console, for error messages.
+pub fn tail(console: &Path) -> String {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(25);
+    lines[from..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The host's TSC frequency in kHz, from /proc/cpuinfo's "cpu MHz" (on a host whose TSC
+/// is invariant, which x86 hosts running qemu are, that is the TSC rate).
+pub fn host_tsc_khz() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    parse_cpu_mhz(&text).map(|mhz| (mhz * 1000.0).round() as u64)
+}
+
+fn parse_cpu_mhz(cpuinfo: &str) -> Option<f64> {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// KVM when it actually runs a guest kernel here, else TCG. `/dev/kvm` can exist and accept
+/// a VM yet never run a kernel (a nested host that hangs the guest at its switch to
+/// protected mode), so the probe boots the real guest kernel under KVM with a short
+/// deadline for guest init; the verdict is kept for the life of the process.
+/// `FAULTLINE_VM_ACCEL=tcg|kvm` forces a choice.
+pub fn choose_accel(kernel: &GuestKernel, initrd: &Path, dir: &Path) -> AccelChoice {
+    static VERDICT: OnceLock<AccelChoice> = OnceLock::new();
+    match std::env::var("FAULTLINE_VM_ACCEL").as_deref() {
+        Ok("tcg") => {
+            return AccelChoice {
+                accel: Accel::Tcg,
+                why: "FAULTLINE_VM_ACCEL=tcg".into(),
+            }
+        }
+        Ok("kvm") => {
+            return AccelChoice {
+                accel: Accel::Kvm,
+                why: "FAULTLINE_VM_ACCEL=kvm".into(),
+            }
+        }
+        _ => {}
+    }
+    VERDICT
+        .get_or_init(|| {
+            let cache = crate::fetch::cache_dir().join("kvm-verdict");
+            if let Some(v) = cached_verdict(&cache) {
+                return v;
+            }
+            let v = probe_kvm(kernel, initrd, dir);
+            save_verdict(&cache, &v);
+            v
+        })
+        .clone()
+}
+
+/// This boot of the host: a KVM verdict holds until the host reboots.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// `boot_id<TAB>kvm|tcg<TAB>why`, written by an earlier probe since the host booted.
+fn cached_verdict(path: &Path) -> Option<AccelChoice> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut fields = text.trim_end().splitn(3, '\t');
+    if fields.next()? != boot_id()? {
+        return None;
+    }
+    let accel = match fields.next()? {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        _ => return None,
+    };
+    Some(AccelChoice {
+        accel,
+        why: format!("{} (probed earlier since the host booted)", fields.next()?),
+    })
+}
+
+fn save_verdict(path: &Path, v: &AccelChoice) {
+    let Some(id) = boot_id() else { return };
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::write(path, format!("{id}\t{}\t{}\n", v.accel.as_str(), v.why));
+}
+
+/// How long a guest under working KVM may take to reach init; it takes well under a second.
+const KVM_PROBE_DEADLINE: Duration = Duration::from_secs(6);
+
+fn probe_kvm(kernel: &GuestKernel, initrd: &Path, dir: &Path) -> AccelChoice {
+    let tcg = |why: String| AccelChoice {
+        accel: Accel::Tcg,
+        why,
+    };
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return tcg(format!("/dev/kvm unusable ({e})"));
+    }
+    let boot = Boot {
+        kernel,
+        initrd,
+        dir: &dir.join("kvm-probe"),
+        accel: Accel::Kvm,
+        memory_mib: 1024,
+        init_deadline: KVM_PROBE_DEADLINE,
+        deadline: KVM_PROBE_DEADLINE,
+        stop_at_init: true,
+    };
+    match boot.run() {
+        Ok(o) => AccelChoice {
+            accel: Accel::Kvm,
+            why: format!(
+                "KVM probe reached guest init in {:.2}s",
+                o.to_init.as_secs_f64()
+            ),
+        },
+        Err(e) => tcg(format!(
+            "KVM probe failed: {}",
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches("; console tail:")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cpu_mhz() {
+        // /proc/cpuinfo of this machine (excerpt).
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2599.998\ncache size\t: 512 KB\n";
+        assert_eq!(parse_cpu_mhz(text), Some(2599.998));
+        assert_eq!(parse_cpu_mhz("processor : 0\n"), None);
+    }
+}
