@@ -264,6 +264,22 @@ mod tests {
         path
     }
 
+    /// Starts the copied binary. Other test threads fork while the copy's write descriptor is
+    /// open, and their children hold it until they exec: the exec then fails with ETXTBSY for
+    /// a moment, which is the very race this detector is about, not the behaviour under test.
+    fn run_copy(bin: &Path) -> ChildGroup {
+        wait_until(
+            "the copied binary to start",
+            Duration::from_secs(10),
+            || match ChildGroup::spawn("cdc", Command::new(bin).arg("60")) {
+                Ok(c) => Ok(c),
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => Err(e.to_string()),
+                Err(e) => panic!("failed to start {}: {e}", bin.display()),
+            },
+        )
+        .unwrap()
+    }
+
     fn input(dirs: &[&Path]) -> CheckInput {
         CheckInput {
             paths: dirs.iter().map(|d| d.to_path_buf()).collect(),
@@ -276,7 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = sleep_copy(dir.path(), "cdc");
         let meta = std::fs::metadata(&bin).unwrap();
-        let mut child = ChildGroup::spawn("cdc", Command::new(&bin).arg("60")).unwrap();
+        let mut child = run_copy(&bin);
         let pids = executors(Path::new("/proc"), meta.dev(), meta.ino());
         assert_eq!(pids, vec![child.pid()]);
         child.teardown().unwrap();
@@ -288,7 +304,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dir_path = dir.path().canonicalize().unwrap();
         let bin = sleep_copy(&dir_path, "cdc");
-        let mut child = ChildGroup::spawn("cdc", Command::new(&bin).arg("60")).unwrap();
+        let mut child = run_copy(&bin);
         let pid = child.pid();
         let mine = |fs: Vec<Finding>| -> Vec<Finding> {
             fs.into_iter().filter(|f| f.pid == Some(pid)).collect()
