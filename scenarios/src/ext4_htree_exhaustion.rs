@@ -16,7 +16,7 @@
 //!
 //! Kept small: 1 KiB blocks give the smallest index (123 root slots x 126 interior slots with
 //! metadata_csum), and 255-byte names fill a leaf block with 3 entries, so the index fills
-//! after ~22k files in a 32 MiB image. A fixed hash seed makes the count repeatable.
+//! after about 20k files in a 24 MiB image. A fixed hash seed makes the count repeatable.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -41,6 +41,9 @@ pub struct Ext4HtreeExhaustion;
 const NO_LARGE_DIR: &str = "no-large-dir";
 const LARGE_DIR: &str = "large-dir";
 const BLOCK_SIZE: u32 = 1024;
+/// The no-large-dir image: the index fills long before the blocks or inodes run out.
+const IMAGE_MIB: u64 = 24;
+const IMAGE_INODES: u64 = 24_000;
 /// Fixed so that the same names fill the index at the same count on every run.
 const HASH_SEED: &str = "6d1f4f6a-0b7e-4c37-9d3c-6a8f1e2b5c01";
 /// The longest name ext4 allows: 3 entries (264 bytes each) per 1 KiB leaf block.
@@ -236,7 +239,7 @@ fn our_findings(lines: &[kernel_log::LogLine], device: &str) -> Vec<harness::Fin
 fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     let log_from = kmsg_position(ctx);
     let start = Instant::now();
-    let fs = build(ctx, NO_LARGE_DIR, 32, 30_000, "^large_dir")?;
+    let fs = build(ctx, NO_LARGE_DIR, IMAGE_MIB, IMAGE_INODES, "^large_dir")?;
     let root = fs.mounted.target().to_path_buf();
     let device = fs.mounted.device().name();
     let flat = root.join("flat");
@@ -289,7 +292,7 @@ fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
         "dir_blocks": meta.size() / BLOCK_SIZE as u64,
         "free_blocks": free_blocks,
         "free_inodes": free_inodes,
-        "image_size": 32u64 << 20,
+        "image_size": IMAGE_MIB << 20,
         "index_full_warnings": warnings,
         "probes_tried_after_failure": PROBES,
         "probes_created_after_failure": probes_created,
