@@ -120,3 +120,12 @@ fn closed_stdout_ends_quietly() {
     child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn htree_capacity_rejects_a_directory_not_on_ext4() {
+    // /proc is never ext4: a usage error, one line, exit 2.
+    let out = faultline(&["check", "htree-capacity", "--path", "/proc"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(err.contains("is not on ext4"), "{err}");
+}

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::detect::{CheckInput, DetectError, Detector};
-use crate::ext4::{DxRoot, HtreeLimits, Superblock};
+use crate::ext4::{DxRoot, Ext4Error, HtreeLimits, Superblock};
 use crate::finding::{Finding, Severity};
 
 pub const NAME: &str = "htree-capacity";
@@ -91,6 +91,9 @@ pub struct HtreeUsage {
     pub root_limit: Option<u16>,
     pub indirect_levels: Option<u8>,
     pub root_error: Option<String>,
+    /// Where block size and features came from: the device's superblock, or (when the device
+    /// cannot be read, as in a container without access to it) statfs and assumed features.
+    pub superblock: String,
     /// The figure findings use: the size estimate, raised to the root's fill once the index
     /// is at its maximum depth. Capped at 100.
     pub percent_used: f64,
@@ -156,16 +159,36 @@ pub fn assess(dir: &Path) -> Result<HtreeUsage, DetectError> {
             fs.filesystem_type().0
         )));
     }
-    let device = device_path(meta.dev()).map_err(read_err(format!(
-        "the block device of {} (device {}:{})",
-        dir.display(),
-        libc::major(meta.dev()),
-        libc::minor(meta.dev())
-    )))?;
-    let sb = Superblock::read(&device).map_err(|e| DetectError::Read {
-        what: format!("the ext4 superblock of {}", device.display()),
-        source: std::io::Error::other(e),
-    })?;
+    let device = device_path(meta.dev());
+    let read = device.as_ref().map_err(|e| e.to_string()).and_then(|d| {
+        Superblock::read(d).map_err(|e| match e {
+            Ext4Error::Read { source, .. } => source.to_string(),
+            other => other.to_string(),
+        })
+    });
+    let (sb, superblock_source) = match read {
+        Ok(sb) => {
+            let d = device
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            (sb, format!("read from {d}"))
+        }
+        Err(why) => {
+            let block_size = fs.block_size() as u32;
+            (
+                Superblock::assumed(block_size),
+                format!(
+                    "unreadable ({}: {why}); block size {block_size} from statfs, assumed dir_index, metadata_csum and no large_dir",
+                    device
+                        .as_ref()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|_| format!("device {}:{}", libc::major(meta.dev()), libc::minor(meta.dev())))
+                ),
+            )
+        }
+    };
+    let device = device.unwrap_or_default();
     let limits: HtreeLimits = sb.htree();
     let dir_blocks = meta.size() / sb.block_size as u64;
     let expected = limits.expected_blocks_when_full().max(1);
@@ -206,6 +229,7 @@ pub fn assess(dir: &Path) -> Result<HtreeUsage, DetectError> {
         root_limit: root.map(|r| r.limit),
         indirect_levels: root.map(|r| r.indirect_levels),
         root_error,
+        superblock: superblock_source,
         percent_used: round1(percent.min(100.0)),
     })
 }
@@ -342,6 +366,7 @@ mod tests {
             root_limit: None,
             indirect_levels: None,
             root_error: None,
+            superblock: "read from /dev/loop0".into(),
             percent_used: 74.9,
         };
         assert!(u.finding().is_none());
