@@ -26,4 +26,4 @@ pub use finding::{Finding, Severity};
 pub use kernel::KernelVersion;
 pub use requirement::Requirement;
 pub use result::{RunReport, ScenarioResult, Status, VariantResult};
-pub use scenario::{Context, Expectation, Scenario, Variant, VariantOutcome};
+pub use scenario::{Context, Expectation, Scenario, ScenarioOption, Variant, VariantOutcome};

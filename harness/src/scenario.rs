@@ -60,6 +60,29 @@ pub struct VariantOutcome {
     pub findings: Vec<Finding>,
 }
 
+/// A scenario option (`faultline run -o KEY=VALUE`), declared so that the command line can
+/// reject a misspelt key or a malformed value before anything is built.
+#[derive(Debug, Clone, Copy)]
+pub struct ScenarioOption {
+    pub key: &'static str,
+    /// A whole number (milliseconds, MiB, ...) rather than free text.
+    pub numeric: bool,
+    pub help: &'static str,
+}
+
+impl ScenarioOption {
+    /// `Err(one line)` when `value` does not fit this option.
+    pub fn validate(&self, value: &str) -> Result<(), String> {
+        if self.numeric && value.parse::<u64>().is_err() {
+            return Err(format!(
+                "option {}={value:?} is not a whole number ({})",
+                self.key, self.help
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Where a scenario can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -92,6 +115,11 @@ pub trait Scenario: Sync {
     ) -> Vec<Variant> {
         let _ = options;
         self.variants(kernel)
+    }
+
+    /// The options this scenario reads from `Context::option`.
+    fn options(&self) -> &'static [ScenarioOption] {
+        &[]
     }
 
     fn backend(&self) -> Backend {

@@ -48,7 +48,8 @@ use harness::guard::shim::{Shim, ShimError, ShimSpec};
 use harness::guard::wait_until;
 use harness::inject::{Injector, Rule};
 use harness::{
-    Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
+    Context, Expectation, KernelVersion, Requirement, Scenario, ScenarioOption, Variant,
+    VariantOutcome,
 };
 use serde_json::json;
 
@@ -99,7 +100,34 @@ struct Observation {
     delete_ms: u64,
 }
 
+const OPTIONS: &[ScenarioOption] = &[
+    ScenarioOption {
+        key: "deadline-ms",
+        numeric: true,
+        help: "the supervisor's delete deadline in ms (containerd's is 10000; default 1000)",
+    },
+    ScenarioOption {
+        key: "delay-ms",
+        numeric: true,
+        help: "injected-delay: how long the shim's umount2 is held, in ms (default 3 x deadline)",
+    },
+    ScenarioOption {
+        key: "write-latency-ms",
+        numeric: true,
+        help: "real-stall: the FUSE backing store's write latency in ms (default 1000)",
+    },
+    ScenarioOption {
+        key: "dirty-mib",
+        numeric: true,
+        help: "MiB of dirty data written into the upper layer before the stop (default 16)",
+    },
+];
+
 impl Scenario for DelayedUmount2 {
+    fn options(&self) -> &'static [ScenarioOption] {
+        OPTIONS
+    }
+
     fn name(&self) -> &'static str {
         "delayed-umount2"
     }

@@ -95,6 +95,32 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Scenario>, UsageError
         .collect()
 }
 
+/// A key no selected scenario reads, or a value it cannot use, is a usage error now rather
+/// than a surprise half-way through a run.
+fn check_option(selected: &[&dyn Scenario], key: &str, value: &str) -> Result<(), UsageError> {
+    let declared: Vec<_> = selected
+        .iter()
+        .flat_map(|s| s.options().iter().map(move |o| (s.name(), o)))
+        .collect();
+    match declared.iter().find(|(_, o)| o.key == key) {
+        Some((_, o)) => o.validate(value).map_err(UsageError),
+        None => {
+            let known: Vec<String> = declared
+                .iter()
+                .map(|(s, o)| format!("{} ({s})", o.key))
+                .collect();
+            Err(UsageError(format!(
+                "no selected scenario takes option {key:?}; options: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )))
+        }
+    }
+}
+
 pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
     let selected = select(&args.names)?;
     let mut opts = RunOptions {
@@ -110,6 +136,7 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
         let Some((k, v)) = kv.split_once('=') else {
             return fail_usage(format!("--option takes KEY=VALUE, got {kv:?}"));
         };
+        check_option(&selected, k, v)?;
         opts.options.insert(k.to_string(), v.to_string());
     }
     if let Some(c) = args.copier {

@@ -129,3 +129,16 @@ fn htree_capacity_rejects_a_directory_not_on_ext4() {
     let err = one_line_error(&out);
     assert!(err.contains("is not on ext4"), "{err}");
 }
+
+#[test]
+fn scenario_options_are_checked_before_anything_runs() {
+    let out = faultline(&["run", "delayed-umount2", "-o", "deadline-ms=abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("not a whole number"));
+    let out = faultline(&["run", "delayed-umount2", "-o", "deadlin-ms=5"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(err.contains("deadline-ms (delayed-umount2)"), "{err}");
+    // Nothing was started: no scenario line on stderr.
+    assert!(!err.contains("delayed-umount2 ..."), "{err}");
+}

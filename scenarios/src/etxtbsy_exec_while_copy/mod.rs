@@ -70,7 +70,8 @@ use harness::detect::busy_binary::{
     Replacement, Strategy, ETXTBSY,
 };
 use harness::{
-    Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
+    Context, Expectation, KernelVersion, Requirement, Scenario, ScenarioOption, Variant,
+    VariantOutcome,
 };
 use serde_json::json;
 
@@ -92,6 +93,14 @@ const NAIVE_DENIED: &str =
 const NAIVE_ALLOWED: &str = "fs::copy onto the running binary: the write succeeds into the running inode (kernel without write denial, 2a010c412853)";
 
 impl Scenario for EtxtbsyExecWhileCopy {
+    fn options(&self) -> &'static [ScenarioOption] {
+        &[ScenarioOption {
+            key: "copier",
+            numeric: false,
+            help: "a copier or installer command with {src} and {dst} to judge instead of the built-in variants (also --copier)",
+        }]
+    }
+
     fn name(&self) -> &'static str {
         "etxtbsy-exec-while-copy"
     }
