@@ -69,5 +69,9 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
             here
         );
     }
+    println!("\ndetectors (faultline check NAME):");
+    for d in harness::detect::all() {
+        println!("  {:18} {}", d.name(), d.summary());
+    }
     Ok(ExitCode::SUCCESS)
 }
