@@ -79,16 +79,11 @@ fn pids_in_pid_ns(ns_ino: u64) -> Vec<i32> {
 }
 
 fn processes_in_pid_ns(ns_ino: u64) -> Vec<String> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let ino = fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?.ino();
-            (ino == ns_ino).then(|| {
-                let c = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                format!("{pid} {}", String::from_utf8_lossy(&c).replace('\0', " "))
-            })
+    pids_in_pid_ns(ns_ino)
+        .into_iter()
+        .map(|pid| {
+            let c = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!("{pid} {}", String::from_utf8_lossy(&c).replace('\0', " "))
         })
         .collect()
 }
