@@ -236,6 +236,16 @@ fn our_findings(lines: &[kernel_log::LogLine], device: &str) -> Vec<harness::Fin
     .collect()
 }
 
+/// Creates `tmp-N` names in `dir` until `limit` or the first error: how many, and the error.
+fn fill(dir: &OwnedFd, limit: u64) -> (u64, Option<Errno>) {
+    for n in 0..limit {
+        if let Err(e) = create(dir, &file_name("tmp", n)) {
+            return (n, Some(e));
+        }
+    }
+    (limit, None)
+}
+
 fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     let log_from = kmsg_position(ctx);
     let start = Instant::now();
@@ -247,16 +257,7 @@ fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     let dir = open_dir(&flat)?;
 
     let t_fill = Instant::now();
-    let mut created = 0u64;
-    let failure = loop {
-        if created >= FILL_CAP {
-            break None;
-        }
-        match create(&dir, &file_name("tmp", created)) {
-            Ok(()) => created += 1,
-            Err(e) => break Some(e),
-        }
-    };
+    let (created, failure) = fill(&dir, FILL_CAP);
     let fill_ms = ms(t_fill.elapsed());
     let total_ms = ms(start.elapsed());
     let (free_blocks, free_inodes) = free(&flat)?;
@@ -328,17 +329,7 @@ fn large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     std::fs::create_dir(&flat)?;
     let dir = open_dir(&flat)?;
     let t_fill = Instant::now();
-    let mut created = 0u64;
-    let mut failure = None;
-    while created < target {
-        match create(&dir, &file_name("tmp", created)) {
-            Ok(()) => created += 1,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
+    let (created, failure) = fill(&dir, target);
     let fill_ms = ms(t_fill.elapsed());
     let (free_blocks, free_inodes) = free(&flat)?;
     let meta = std::fs::metadata(&flat)?;

@@ -379,30 +379,9 @@ pub fn dev_of(path: &Path) -> Option<(u32, u32)> {
 
 // ---- the daemon process -------------------------------------------------------------------
 
-struct DaemonArgs {
-    backing: PathBuf,
-    mount: PathBuf,
-    fsname: String,
-    subtype: String,
-    nonempty: bool,
-    ttl: Duration,
-    read_latency: Duration,
-    write_latency: Duration,
-    threads: usize,
-}
-
-fn parse_args(args: &[String]) -> Result<DaemonArgs, String> {
-    let mut a = DaemonArgs {
-        backing: PathBuf::new(),
-        mount: PathBuf::new(),
-        fsname: "faultline".into(),
-        subtype: "faultline".into(),
-        nonempty: false,
-        ttl: Duration::from_secs(1),
-        read_latency: Duration::ZERO,
-        write_latency: Duration::ZERO,
-        threads: 4,
-    };
+/// The daemon's arguments are the parent's `FuseConfig`, with its defaults for what was not given.
+fn parse_args(args: &[String]) -> Result<FuseConfig, String> {
+    let mut a = FuseConfig::new(Path::new(""), Path::new(""));
     let mut it = args.iter();
     let num = |v: Option<&String>, k: &str| -> Result<u64, String> {
         v.ok_or(format!("{k} needs a value"))?
@@ -412,7 +391,7 @@ fn parse_args(args: &[String]) -> Result<DaemonArgs, String> {
     while let Some(k) = it.next() {
         match k.as_str() {
             "--backing" => a.backing = it.next().ok_or("--backing needs a value")?.into(),
-            "--mount" => a.mount = it.next().ok_or("--mount needs a value")?.into(),
+            "--mount" => a.mount_point = it.next().ok_or("--mount needs a value")?.into(),
             "--fsname" => a.fsname = it.next().ok_or("--fsname needs a value")?.clone(),
             "--subtype" => a.subtype = it.next().ok_or("--subtype needs a value")?.clone(),
             "--nonempty" => a.nonempty = true,
@@ -423,7 +402,7 @@ fn parse_args(args: &[String]) -> Result<DaemonArgs, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if a.backing.as_os_str().is_empty() || a.mount.as_os_str().is_empty() {
+    if a.backing.as_os_str().is_empty() || a.mount_point.as_os_str().is_empty() {
         return Err("--backing and --mount are required".into());
     }
     Ok(a)
@@ -432,30 +411,34 @@ fn parse_args(args: &[String]) -> Result<DaemonArgs, String> {
 /// What fusermount checked before mounting: the mount point must be reachable and empty.
 /// `nonempty` skips both: mount(2) itself only needs the path to resolve, which the root of a
 /// dead FUSE mount still does, so the new mount lands on top of the dead one.
-fn check_mount_point(a: &DaemonArgs) -> Result<(), String> {
+fn check_mount_point(a: &FuseConfig) -> Result<(), String> {
     if a.nonempty {
         return Ok(());
     }
-    let meta = std::fs::metadata(&a.mount)
-        .map_err(|e| format!("failed to access mountpoint {}: {e}", a.mount.display()))?;
+    let meta = std::fs::metadata(&a.mount_point).map_err(|e| {
+        format!(
+            "failed to access mountpoint {}: {e}",
+            a.mount_point.display()
+        )
+    })?;
     if !meta.is_dir() {
         return Err(format!(
             "mountpoint {} is not a directory",
-            a.mount.display()
+            a.mount_point.display()
         ));
     }
-    let mut entries = std::fs::read_dir(&a.mount)
-        .map_err(|e| format!("failed to read mountpoint {}: {e}", a.mount.display()))?;
+    let mut entries = std::fs::read_dir(&a.mount_point)
+        .map_err(|e| format!("failed to read mountpoint {}: {e}", a.mount_point.display()))?;
     if entries.next().is_some() {
         return Err(format!(
             "mountpoint {} is not empty (use nonempty to mount over it)",
-            a.mount.display()
+            a.mount_point.display()
         ));
     }
     Ok(())
 }
 
-fn mount_dev_fuse(a: &DaemonArgs) -> Result<OwnedFd, String> {
+fn mount_dev_fuse(a: &FuseConfig) -> Result<OwnedFd, String> {
     let fd = nix::fcntl::open(
         "/dev/fuse",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
@@ -469,12 +452,17 @@ fn mount_dev_fuse(a: &DaemonArgs) -> Result<OwnedFd, String> {
     let fstype = format!("fuse.{}", a.subtype);
     nix::mount::mount(
         Some(a.fsname.as_str()),
-        &a.mount,
+        &a.mount_point,
         Some(fstype.as_str()),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(data.as_str()),
     )
-    .map_err(|e| format!("failed to mount {fstype} on {}: {e}", a.mount.display()))?;
+    .map_err(|e| {
+        format!(
+            "failed to mount {fstype} on {}: {e}",
+            a.mount_point.display()
+        )
+    })?;
     Ok(fd)
 }
 
