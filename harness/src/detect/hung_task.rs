@@ -24,8 +24,7 @@ use crate::finding::{Finding, Severity};
 pub const NAME: &str = "hung-task";
 
 /// What a blocked task waits on, from its kernel stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockClass {
     /// Unmounting flushes the file system (`sync_filesystem` under `cleanup_mnt`/umount).
     UnmountSync,
@@ -36,6 +35,13 @@ pub enum BlockClass {
     /// Waiting for the NFS lock manager (`nlmclnt_*`, lockd).
     NfsLock,
     Other,
+}
+
+/// The evidence's `class` is the name the message and the README use.
+impl Serialize for BlockClass {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl BlockClass {
@@ -330,6 +336,18 @@ mod tests {
             .collect();
         frames.reverse();
         frames
+    }
+
+    #[test]
+    fn evidence_and_message_spell_the_class_alike() {
+        assert_eq!(
+            serde_json::to_value(BlockClass::UnmountSync).unwrap(),
+            "umount-sync"
+        );
+        assert_eq!(
+            serde_json::to_value(BlockClass::FuseRequest).unwrap(),
+            "fuse-request"
+        );
     }
 
     #[test]
