@@ -57,30 +57,20 @@ pub fn start_container(
 ) -> Result<ContainerStart, RuncBindError> {
     let mut cmd = crate::internal::command("runc-bind");
     cmd.arg(source).arg(rootfs).arg(dest);
-    crate::guard::process::die_with_parent(&mut cmd);
-    // A start that hangs on a stuck mount is killed with its process group by the guard.
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut group = crate::guard::ChildGroup::spawn("container start", &mut cmd)
-        .map_err(RuncBindError::Spawn)?;
-    let status = group
-        .wait_timeout(std::time::Duration::from_secs(20))
-        .map_err(RuncBindError::Spawn)?;
-    let child = group.child_mut().expect("spawned");
-    let mut out = String::new();
-    let mut err = String::new();
-    use std::io::Read;
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    if status.is_none() {
+    // A start that hangs on a stuck mount is killed with its process group at the limit.
+    let Some(output) = crate::guard::process::run_bounded(
+        "container start",
+        &mut cmd,
+        std::time::Duration::from_secs(20),
+    )
+    .map_err(RuncBindError::Spawn)?
+    else {
         return Err(RuncBindError::Report(
             "the container start did not finish within 20s".into(),
         ));
-    }
+    };
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
     serde_json::from_str(out.trim())
         .map_err(|e| RuncBindError::Report(format!("{e}: stdout {out:?}, stderr {err:?}")))
 }
@@ -176,15 +166,7 @@ pub fn main(args: &[String]) -> i32 {
         return 2;
     };
     // The container's own mount namespace, private so its bind never propagates back.
-    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).and_then(|_| {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-    }) {
+    if let Err(e) = crate::guard::mount::unshare_private() {
         eprintln!("runc-bind: failed to make the container's mount namespace: {e}");
         return 1;
     }

@@ -15,7 +15,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::mount::{mount, MsFlags};
-use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::guard::ChildGroup;
@@ -245,15 +244,7 @@ fn enter(spec: &ContainerSpec) -> Result<(), (String, std::io::Error)> {
         let what = what.to_string();
         move |e: nix::Error| (what, std::io::Error::from(e))
     };
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare the mount namespace"))?;
-    mount(
-        None::<&Path>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(step("make / rprivate"))?;
+    crate::guard::mount::unshare_private().map_err(step("enter a private mount namespace"))?;
     mount(
         Some(&spec.root),
         &spec.root,
@@ -267,25 +258,13 @@ fn enter(spec: &ContainerSpec) -> Result<(), (String, std::io::Error)> {
         let target = spec.root.join(rel);
         create_mount_point(&b.source, &target)
             .map_err(|e| (format!("create mount point {}", target.display()), e))?;
-        let what = format!("bind {} on {}", b.source.display(), b.target.display());
-        mount(
-            Some(&b.source),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(step(&what))?;
-        if b.read_only {
-            mount(
-                None::<&Path>,
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(step(&format!("remount {} read-only", b.target.display())))?;
-        }
+        // The bind lives as long as this container's mount namespace.
+        crate::guard::Mount::bind(&b.source, &target, b.read_only)
+            .map_err(|e| {
+                let what = format!("bind {} on {}", b.source.display(), b.target.display());
+                (what, std::io::Error::other(e))
+            })?
+            .forget();
     }
     nix::unistd::chroot(&spec.root).map_err(step("chroot into the root"))?;
     nix::unistd::chdir("/").map_err(step("chdir to /"))?;

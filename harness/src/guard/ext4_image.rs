@@ -11,7 +11,7 @@ use nix::mount::MsFlags;
 
 use crate::guard::loop_device::{LoopDevice, LoopError, LoopOptions};
 use crate::guard::mount::{Mount, MountError};
-use crate::guard::process::ChildGroup;
+use crate::guard::process::run_bounded;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Ext4ImageError {
@@ -134,28 +134,18 @@ impl Ext4Image {
         let mut cmd = Command::new(
             crate::requirement::find_on_path("mkfs.ext4").unwrap_or_else(|| "mkfs.ext4".into()),
         );
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = ChildGroup::spawn("mkfs.ext4", &mut cmd).map_err(Ext4ImageError::Spawn)?;
-        let status = child
-            .wait_timeout(self.mkfs_limit)
-            .map_err(Ext4ImageError::Spawn)?;
-        let stderr = child
-            .child_mut()
-            .and_then(|c| c.stderr.take())
-            .map(|mut e| {
-                let mut s = String::new();
-                let _ = std::io::Read::read_to_string(&mut e, &mut s);
-                s
-            })
-            .unwrap_or_default();
-        match status {
-            Some(s) if s.success() => Ok(path.to_path_buf()),
-            Some(s) => Err(Ext4ImageError::Mkfs {
+        cmd.args(&args).stdin(Stdio::null());
+        let output =
+            run_bounded("mkfs.ext4", &mut cmd, self.mkfs_limit).map_err(Ext4ImageError::Spawn)?;
+        match output {
+            Some(o) if o.status.success() => Ok(path.to_path_buf()),
+            Some(o) => Err(Ext4ImageError::Mkfs {
                 command,
-                outcome: format!("exited with {s}: {}", stderr.trim()),
+                outcome: format!(
+                    "exited with {}: {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
             }),
             None => Err(Ext4ImageError::Mkfs {
                 command,

@@ -37,6 +37,25 @@ pub struct Mount {
     limit: Duration,
 }
 
+/// Makes every mount under `/` private to this mount namespace, so nothing mounted here
+/// propagates back to the namespace it was copied from.
+pub fn make_root_private() -> nix::Result<()> {
+    mount(
+        None::<&Path>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+}
+
+/// Moves this process (which must have no other threads) into a new mount namespace whose
+/// mounts are private: what it mounts from now on dies with the namespace.
+pub fn unshare_private() -> nix::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    make_root_private()
+}
+
 /// The mount id of the mount that `path` resolves into (statx STATX_MNT_ID, Linux 5.8+).
 pub fn mount_id(path: &Path) -> Option<u64> {
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;

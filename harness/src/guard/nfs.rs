@@ -59,15 +59,20 @@ pub fn registered(program: u32, version: u32, protocol: u32) -> Result<u16, Stri
     }
 }
 
-/// Runs a command to completion, bounded by the caller's patience: these tools return at
-/// once unless the kernel is wedged.
+/// How long one NFS tool may take: they return at once unless the kernel is wedged, and a
+/// guard's teardown must not wait on a wedged kernel.
+const TOOL_LIMIT: Duration = Duration::from_secs(20);
+
 fn run(what: &str, cmd: &mut Command) -> Result<String, NfsError> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
+    cmd.stdin(Stdio::null());
+    let out = crate::guard::process::run_bounded(what, cmd, TOOL_LIMIT)
         .map_err(|source| NfsError::Spawn {
             what: what.to_string(),
             source,
+        })?
+        .ok_or_else(|| NfsError::Command {
+            what: what.to_string(),
+            detail: format!("did not finish within {TOOL_LIMIT:?}; killed it"),
         })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -29,6 +29,55 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Runs `cmd` in its own process group with stdout and stderr captured, for at most `limit`.
+/// `Ok(None)` when it did not finish in time: the group has been killed by then, and the
+/// pipes are read on their own threads so a wedged child never blocks the caller.
+pub fn run_bounded(
+    label: &str,
+    cmd: &mut Command,
+    limit: Duration,
+) -> io::Result<Option<std::process::Output>> {
+    use std::io::Read;
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut group = ChildGroup::spawn(label, cmd)?;
+    let child = group.child_mut().expect("just spawned");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            let _ = tx.send(buf);
+        });
+        rx
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let Some(status) = group.wait_timeout(limit)? else {
+        group.teardown()?;
+        return Ok(None);
+    };
+    // The leader exited; members it left behind would keep the pipes open, so bound the reads.
+    let grace = Duration::from_secs(1);
+    Ok(Some(std::process::Output {
+        status,
+        stdout: out.recv_timeout(grace).unwrap_or_default(),
+        stderr: err.recv_timeout(grace).unwrap_or_default(),
+    }))
+}
+
 #[derive(Debug)]
 pub struct ChildGroup {
     child: Option<Child>,
@@ -135,6 +184,29 @@ impl Drop for ChildGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_bounded_captures_output_and_kills_past_its_limit() {
+        let out = run_bounded(
+            "echo",
+            Command::new("sh").args(["-c", "echo out; echo err >&2"]),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        let start = Instant::now();
+        let late = run_bounded(
+            "sleeper",
+            Command::new("sh").args(["-c", "sleep 30"]),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(late.is_none());
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
 
     #[test]
     fn teardown_kills_the_whole_group() {

@@ -118,14 +118,7 @@ fn emit(out: &mut File, line: &ChildLine) -> io::Result<()> {
 /// and a tmpfs on /tmp holding the scratch directory.
 fn prepare_namespace(args: &ChildArgs) -> anyhow::Result<(Context, Mount)> {
     use anyhow::Context as _;
-    mount(
-        None::<&Path>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("failed to make / rprivate")?;
+    crate::guard::mount::make_root_private().context("failed to make / rprivate")?;
     mount(
         Some("proc"),
         "/proc",

@@ -43,15 +43,7 @@ fn private_fusectl() -> bool {
         return true;
     }
     use nix::mount::{mount, MsFlags};
-    let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_ok()
-        && mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .is_ok()
+    let ok = crate::guard::mount::unshare_private().is_ok()
         && mount(
             Some("fusectl"),
             FUSECTL_DIR,
