@@ -234,15 +234,19 @@ fn cell(column: &Column, scenario: &str, variant: Option<&str>) -> Cell {
 }
 
 /// Reads a `run --json` document: one report, or `{"runs": [report, ...]}` as a run with
-/// several kernels prints.
+/// several kernels prints. The shape is decided by the `runs` key first, so an error names
+/// what is wrong in the shape the document has.
 pub fn parse_reports(text: &str) -> Result<Vec<RunReport>, serde_json::Error> {
     #[derive(Deserialize)]
     struct Multi {
         runs: Vec<RunReport>,
     }
-    match serde_json::from_str::<Multi>(text) {
-        Ok(m) => Ok(m.runs),
-        Err(_) => serde_json::from_str::<RunReport>(text).map(|r| vec![r]),
+    let doc: serde_json::Value = serde_json::from_str(text)?;
+    // Parse the text again rather than the value: its errors carry a line and column.
+    if doc.get("runs").is_some() {
+        serde_json::from_str::<Multi>(text).map(|m| m.runs)
+    } else {
+        serde_json::from_str::<RunReport>(text).map(|r| vec![r])
     }
 }
 
@@ -371,5 +375,23 @@ mod tests {
         let multi = format!("{{\"runs\": [{one}, {one}]}}");
         assert_eq!(parse_reports(&multi).unwrap().len(), 2);
         assert!(parse_reports("{\"nope\": 1}").is_err());
+    }
+
+    #[test]
+    fn a_bad_report_inside_runs_is_what_the_error_names() {
+        let good = serde_json::to_string(&report("6.1.0", vec![])).unwrap();
+        let multi = format!("{{\"runs\": [{good}, {{\"kernel\": \"6.12\"}}]}}");
+        let e = parse_reports(&multi).unwrap_err().to_string();
+        assert!(e.contains("missing field `backend`"), "{e}");
+        let e = parse_reports("{\"runs\": 3}").unwrap_err().to_string();
+        assert!(
+            e.contains("invalid type: integer `3`, expected a sequence"),
+            "{e}"
+        );
+        let e = parse_reports("{\"kernel\": \"6.1\"}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field"), "{e}");
+        assert!(!e.contains("runs"), "{e}");
     }
 }

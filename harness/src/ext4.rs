@@ -7,7 +7,6 @@
 //! or stop at the superblock's basic fields; this is ~100 lines of little-endian reads.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -16,7 +15,6 @@ pub const SUPERBLOCK_OFFSET: u64 = 1024;
 pub const EXT4_SUPER_MAGIC: u16 = 0xEF53;
 const COMPAT_DIR_INDEX: u32 = 0x20;
 const INCOMPAT_LARGEDIR: u32 = 0x4000;
-const INCOMPAT_INLINE_DATA: u32 = 0x8000;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 /// `EXT4_HTREE_LEVEL_COMPAT` and `EXT4_HTREE_LEVEL`: index depth without and with large_dir.
 pub const HTREE_LEVELS_COMPAT: u32 = 2;
@@ -132,10 +130,6 @@ impl Superblock {
         self.feature_incompat & INCOMPAT_LARGEDIR != 0
     }
 
-    pub fn inline_data(&self) -> bool {
-        self.feature_incompat & INCOMPAT_INLINE_DATA != 0
-    }
-
     pub fn metadata_csum(&self) -> bool {
         self.feature_ro_compat & RO_COMPAT_METADATA_CSUM != 0
     }
@@ -233,9 +227,7 @@ impl DxRoot {
 /// Reads `len` bytes at byte `offset` of a device.
 pub fn read_at(device: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
-    let mut f = File::open(device)?;
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
-    f.read_exact(&mut buf)?;
+    File::open(device)?.read_exact_at(&mut buf, offset)?;
     Ok(buf)
 }
 

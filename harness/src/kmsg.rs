@@ -36,14 +36,14 @@ impl KmsgRecord {
         })
     }
 
-    /// The line as `dmesg` prints it: `[   12.345678] message`.
+    /// Seconds since boot as `dmesg` prints them, without its padding: `12.345678`.
+    pub fn timestamp(&self) -> String {
+        format!("{}.{:06}", self.usec / 1_000_000, self.usec % 1_000_000)
+    }
+
+    /// The line as `dmesg` prints it: `[   12.345678] message` (seconds padded to 5 places).
     pub fn to_dmesg_line(&self) -> String {
-        format!(
-            "[{:5}.{:06}] {}",
-            self.usec / 1_000_000,
-            self.usec % 1_000_000,
-            self.message
-        )
+        format!("[{:>12}] {}", self.timestamp(), self.message)
     }
 }
 
@@ -127,6 +127,21 @@ impl KmsgCursor {
         })
     }
 
+    /// Opens /dev/kmsg at its oldest record still in the ring buffer, with no marker: every
+    /// record counts.
+    pub fn from_start() -> io::Result<KmsgCursor> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/kmsg")?;
+        Ok(KmsgCursor {
+            file,
+            marker: String::new(),
+            seen_marker: true,
+            records: Vec::new(),
+        })
+    }
+
     pub fn marker(&self) -> &str {
         &self.marker
     }
@@ -177,6 +192,11 @@ mod tests {
         assert!(rec.message.starts_with("EXT4-fs warning (device loop0)"));
         assert!(!rec.message.contains("SUBSYSTEM"));
         assert_eq!(&rec.to_dmesg_line()[..14], "[ 1234.567890]");
+        assert_eq!(rec.timestamp(), "1234.567890");
+        let early = KmsgRecord::parse("6,1,5,-;x").unwrap();
+        assert_eq!(early.to_dmesg_line(), "[    0.000005] x");
+        let late = KmsgRecord::parse("6,1,123456789000001,-;x").unwrap();
+        assert_eq!(late.to_dmesg_line(), "[123456789.000001] x");
 
         let user = KmsgRecord::parse("12,99,5,-;faultline: x begin 1\n").unwrap();
         assert_eq!((user.facility, user.priority), (1, 4));

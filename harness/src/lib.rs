@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod detect;
+pub mod error_chain;
 pub mod ext4;
 pub mod finding;
 pub mod fuse;
@@ -22,6 +23,7 @@ pub mod runc_bind;
 pub mod runner;
 pub mod scenario;
 
+pub use error_chain::error_chain;
 pub use finding::{Finding, Severity};
 pub use kernel::KernelVersion;
 pub use requirement::Requirement;

@@ -52,6 +52,15 @@ impl MountNamespace {
     }
 }
 
+/// `path` as process `pid` sees it: `<proc_root>/<pid>/root/<path>`, through that process's
+/// root directory and so in its mount namespace.
+pub fn path_in_root(proc_root: &Path, pid: i32, path: &Path) -> PathBuf {
+    proc_root
+        .join(pid.to_string())
+        .join("root")
+        .join(path.strip_prefix("/").unwrap_or(path))
+}
+
 /// The mount namespace inode of `pid`.
 pub fn mount_namespace_of(proc_root: &Path, pid: i32) -> std::io::Result<u64> {
     Ok(std::fs::metadata(proc_root.join(format!("{pid}/ns/mnt")))?.ino())
@@ -90,9 +99,10 @@ pub fn mount_namespaces(proc_root: &Path) -> Result<Vec<MountNamespace>, ListErr
         .collect())
 }
 
-/// Reads the flags field of /proc/PID/stat (the ninth field; the second, `comm`, may contain
-/// spaces and parentheses, so count from the last `)`).
-fn is_kernel_thread(proc_root: &Path, pid: i32) -> bool {
+/// Whether `pid` is a kernel thread (`PF_KTHREAD`). Reads the flags field of /proc/PID/stat
+/// (the ninth field; the second, `comm`, may contain spaces and parentheses, so count from
+/// the last `)`).
+pub fn is_kernel_thread(proc_root: &Path, pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))) else {
         return false;
     };
@@ -121,6 +131,19 @@ mod tests {
         let (pid, mounts) = holding[0].mountinfo(proc_root).unwrap();
         assert!(holding[0].pids.contains(&pid));
         assert!(!mounts.is_empty());
+    }
+
+    #[test]
+    fn paths_through_a_process_root() {
+        let proc_root = Path::new("/proc");
+        assert_eq!(
+            path_in_root(proc_root, 7, Path::new("/var/lib/x")),
+            Path::new("/proc/7/root/var/lib/x")
+        );
+        assert_eq!(
+            path_in_root(proc_root, 7, Path::new("rel")),
+            Path::new("/proc/7/root/rel")
+        );
     }
 
     #[test]

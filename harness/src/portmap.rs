@@ -6,7 +6,7 @@
 //! are either unmaintained or full RPC frameworks; `rpcinfo` is not installed everywhere
 //! (it lives in the rpcbind package).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 pub const PMAP_PROGRAM: u32 = 100_000;
@@ -19,6 +19,13 @@ pub const NSM_VERSION: u32 = 1;
 pub const NLM_PROGRAM: u32 = 100_021;
 pub const IPPROTO_TCP: u32 = 6;
 pub const IPPROTO_UDP: u32 = 17;
+/// rpcbind's well-known port.
+pub const RPCBIND_PORT: u16 = 111;
+
+/// The local rpcbind, where the kernel's NSM client asks for rpc.statd: 127.0.0.1:111.
+pub fn rpcbind_addr() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, RPCBIND_PORT))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortmapError {
@@ -33,7 +40,8 @@ pub enum PortmapError {
 }
 
 /// The port `program`/`version` is registered on for `protocol`, `Ok(None)` when rpcbind
-/// answers that it is not registered.
+/// answers that it is not registered. The call is sent twice at most, each waiting half of
+/// `timeout` for the answer, so the whole takes about `timeout` when rpcbind is silent.
 pub fn getport(
     rpcbind: SocketAddr,
     program: u32,
@@ -53,7 +61,9 @@ pub fn getport(
     let sock = UdpSocket::bind(bind).map_err(io)?;
     // Connected, so that an ICMP port unreachable (no rpcbind) is reported as ECONNREFUSED.
     sock.connect(rpcbind).map_err(io)?;
-    sock.set_read_timeout(Some(timeout)).map_err(io)?;
+    // The two tries below share the timeout (`set_read_timeout` refuses a zero duration).
+    let per_try = (timeout / 2).max(Duration::from_millis(1));
+    sock.set_read_timeout(Some(per_try)).map_err(io)?;
     let xid = std::process::id()
         ^ (std::time::UNIX_EPOCH
             .elapsed()
@@ -172,6 +182,11 @@ mod tests {
         assert!(decode_getport_reply(7, &reply(7, &[1, 1])).is_err());
         assert!(decode_getport_reply(7, &reply(7, &[1, 0, 0, 0, 1])).is_err());
         assert!(decode_getport_reply(7, &[0, 0]).is_err());
+    }
+
+    #[test]
+    fn rpcbind_is_local_port_111() {
+        assert_eq!(rpcbind_addr(), "127.0.0.1:111".parse().unwrap());
     }
 
     #[test]

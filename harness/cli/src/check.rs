@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
                 ran.push(json!({"name": d.name(), "ran": true, "findings": f.len()}));
                 findings.extend(f);
             }
-            Err(e) => return fail_usage(format!("{}: {}", d.name(), error_chain(&e))),
+            Err(e) => return fail_usage(format!("{}: {}", d.name(), harness::error_chain(&e))),
         }
     }
     if args.json {
@@ -96,14 +96,3 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
     })
 }
 
-/// `error: cause: cause`, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    s
-}

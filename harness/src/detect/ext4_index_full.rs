@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::detect::kernel_log::{self, LogLine};
 use crate::detect::{CheckInput, DetectError, Detector};
 use crate::finding::{Finding, Severity};
+use crate::mountinfo::{read_mountinfo, MountInfo};
 
 pub const NAME: &str = "ext4-index-full";
 /// How long the path search may walk the file system, per directory.
@@ -232,40 +233,68 @@ pub fn findings(lines: &[LogLine], proc_root: &Path, path_budget: Duration) -> V
         }
     }
     let mounts = read_mounts(proc_root);
+    // Several directories may share a device: look it up (sysfs, superblock) once.
+    let mut devices: BTreeMap<String, MountedDevice> = BTreeMap::new();
     dirs.into_iter()
-        .map(|((device, fs, inode), d)| finding(&device, &fs, inode, &d, &mounts, path_budget))
+        .map(|((device, fs, inode), d)| {
+            let dev = devices
+                .entry(device.clone())
+                .or_insert_with(|| MountedDevice::look_up(&device, &mounts));
+            finding(&device, dev, &fs, inode, &d, path_budget)
+        })
         .collect()
+}
+
+/// What this mount namespace shows of a device named in the log.
+struct MountedDevice {
+    /// `MAJ:MIN`, from sysfs.
+    majmin: Option<String>,
+    /// Where the device is mounted (a mount of its root preferred over a bind of a subtree).
+    mount_point: Option<PathBuf>,
+    /// The UUID of the file system on it now, when it is mounted.
+    uuid: Option<String>,
+}
+
+impl MountedDevice {
+    fn look_up(device: &str, mounts: &[MountInfo]) -> MountedDevice {
+        let majmin = device_number(device);
+        let source = format!("/dev/{device}");
+        let mine: Vec<&MountInfo> = mounts
+            .iter()
+            .filter(|m| majmin.as_deref() == Some(m.device().as_str()) || m.source == *source)
+            .collect();
+        let mount_point = mine
+            .iter()
+            .find(|m| !m.is_partial_bind())
+            .or(mine.first())
+            .map(|m| m.mount_point.clone());
+        let uuid = mount_point
+            .as_ref()
+            .and_then(|_| crate::ext4::Superblock::read(&Path::new("/dev").join(device)).ok())
+            .map(|sb| sb.uuid_string());
+        MountedDevice {
+            majmin,
+            mount_point,
+            uuid,
+        }
+    }
 }
 
 fn finding(
     device: &str,
+    dev: &MountedDevice,
     fs: &FsId,
     inode: Option<u64>,
     d: &Directory,
-    mounts: &[MountEntry],
     budget: Duration,
 ) -> Finding {
-    let majmin = device_number(device);
-    let mine: Vec<&MountEntry> = mounts
-        .iter()
-        .filter(|m| {
-            majmin.as_deref() == Some(m.majmin.as_str())
-                || m.source.as_deref() == Some(&format!("/dev/{device}"))
-        })
-        .collect();
-    let mount_point = mine
-        .iter()
-        .find(|m| m.root == "/")
-        .or(mine.first())
-        .map(|m| m.mount_point.clone());
+    let majmin = dev.majmin.clone();
+    let mount_point = dev.mount_point.clone();
     let logged_uuid = match fs {
         FsId::Uuid(u) => Some(u.clone()),
         FsId::Epoch(_) => None,
     };
-    let mounted_uuid = mount_point
-        .as_ref()
-        .and_then(|_| crate::ext4::Superblock::read(&Path::new("/dev").join(device)).ok())
-        .map(|sb| sb.uuid_string());
+    let mounted_uuid = dev.uuid.clone();
     // Same file system: same UUID when both are known, else not unmounted since the warnings.
     let same_fs = match (&logged_uuid, &mounted_uuid) {
         (Some(a), Some(b)) => a == b,
@@ -348,31 +377,12 @@ pub fn device_number(name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-#[derive(Debug, Clone)]
-pub struct MountEntry {
-    pub majmin: String,
-    pub root: String,
-    pub mount_point: PathBuf,
-    pub source: Option<String>,
-}
-
-/// This mount namespace's mounts (unescaped by the harness's mountinfo parser).
-pub fn read_mounts(proc_root: &Path) -> Vec<MountEntry> {
-    match crate::mountinfo::read_mountinfo(proc_root, None) {
-        Ok(infos) => infos
-            .into_iter()
-            .map(|m| MountEntry {
-                majmin: m.device(),
-                root: m.root.to_string_lossy().into_owned(),
-                mount_point: m.mount_point.clone(),
-                source: Some(m.source_lossy().into_owned()).filter(|s| !s.is_empty()),
-            })
-            .collect(),
-        Err(e) => {
-            tracing::debug!("no mount table: {e}");
-            Vec::new()
-        }
-    }
+/// This mount namespace's mounts; none when the table cannot be read.
+fn read_mounts(proc_root: &Path) -> Vec<MountInfo> {
+    read_mountinfo(proc_root, None).unwrap_or_else(|e| {
+        tracing::debug!("no mount table: {e}");
+        Vec::new()
+    })
 }
 
 /// Breadth-first search under `mount_point` for the directory with inode `ino`, staying on

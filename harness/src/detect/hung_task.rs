@@ -76,6 +76,16 @@ pub fn parse_stack(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A kernel function of the NFS lock manager's client path: `nlmclnt_*` and `nlm_*` (a lock
+/// request, `nlm_wait_on_grace`), `nsm_monitor` (lockd asking rpc.statd to monitor the
+/// server before the first lock), and anything named after lockd.
+pub fn is_nlm_frame(func: &str) -> bool {
+    func.starts_with("nlmclnt_")
+        || func.starts_with("nlm_")
+        || func == "nsm_monitor"
+        || func.contains("lockd")
+}
+
 pub fn classify(stack: &[String], wchan: &str) -> BlockClass {
     let frames: Vec<&str> = stack
         .iter()
@@ -83,7 +93,7 @@ pub fn classify(stack: &[String], wchan: &str) -> BlockClass {
         .chain((!wchan.is_empty() && wchan != "0").then_some(wchan))
         .collect();
     let any = |pred: &dyn Fn(&str) -> bool| frames.iter().any(|f| pred(f));
-    if any(&|f| f.starts_with("nlmclnt_") || f.starts_with("nlm_") || f.contains("lockd")) {
+    if any(&is_nlm_frame) {
         return BlockClass::NfsLock;
     }
     if any(&|f| f.starts_with("fuse_") || f == "request_wait_answer" || f == "__fuse_request_send")
@@ -362,6 +372,32 @@ mod tests {
             ]
         );
         assert!(parse_stack("").is_empty());
+    }
+
+    #[test]
+    fn nlm_frames() {
+        for f in [
+            "nlmclnt_proc",
+            "nlm_wait_on_grace",
+            "nsm_monitor",
+            "lockd",
+            "lockd_up",
+        ] {
+            assert!(is_nlm_frame(f), "{f}");
+        }
+        for f in [
+            "rpc_wait_bit_killable",
+            "do_setlk",
+            "nfs_lock",
+            "nsm_mon_unmon",
+        ] {
+            assert!(!is_nlm_frame(f), "{f}");
+        }
+        let flock = ["nsm_monitor", "nlmclnt_proc", "do_setlk"].map(String::from);
+        assert_eq!(
+            classify(&flock, "rpc_wait_bit_killable"),
+            BlockClass::NfsLock
+        );
     }
 
     #[test]

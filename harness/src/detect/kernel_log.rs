@@ -7,13 +7,11 @@
 //! buffer. Detectors match on the message text, so a prefix this parser does not know only
 //! costs the timestamp, never the finding.
 
-use std::fs::OpenOptions;
-use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
 use crate::detect::{CheckInput, DetectError};
-use crate::kmsg::KmsgRecord;
+use crate::kmsg::{KmsgCursor, KmsgRecord};
 
 /// One kernel message with the time it carried in its source, as written there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,38 +43,12 @@ pub fn read_capture(path: &Path) -> Result<Vec<LogLine>, DetectError> {
 
 /// Every record still in the kernel's ring buffer.
 pub fn read_live() -> io::Result<Vec<LogLine>> {
-    // A fresh descriptor starts at the oldest record still in the buffer.
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/kmsg")?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut out = Vec::new();
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Some(rec) = KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n])) {
-                    out.push(from_record(&rec));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // EPIPE: the record we were about to read was overwritten; go on with the next.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
+    Ok(from_records(&KmsgCursor::from_start()?.read_new()?))
 }
 
 pub fn from_record(rec: &KmsgRecord) -> LogLine {
     LogLine {
-        when: Some(format!(
-            "{}.{:06}",
-            rec.usec / 1_000_000,
-            rec.usec % 1_000_000
-        )),
+        when: Some(rec.timestamp()),
         message: rec.message.clone(),
     }
 }
@@ -97,7 +69,7 @@ pub fn parse_capture(text: &str) -> Vec<LogLine> {
 pub fn parse_line(line: &str) -> LogLine {
     let line = line.trim_end_matches(['\r', '\n']);
     // Raw /dev/kmsg record: `4,1842,1234567890,-;message`.
-    if let Some(rec) = raw_kmsg(line) {
+    if let Some(rec) = KmsgRecord::parse(line) {
         return from_record(&rec);
     }
     // `dmesg -x`: `kern  :warn  : [  420.365809] message`.
@@ -134,18 +106,6 @@ pub fn parse_line(line: &str) -> LogLine {
     LogLine {
         when: None,
         message: line.to_string(),
-    }
-}
-
-fn raw_kmsg(line: &str) -> Option<KmsgRecord> {
-    let (head, _) = line.split_once(';')?;
-    let mut it = head.split(',');
-    let all_numeric = it.next()?.chars().all(|c| c.is_ascii_digit())
-        && it.next()?.chars().all(|c| c.is_ascii_digit());
-    if all_numeric {
-        KmsgRecord::parse(line)
-    } else {
-        None
     }
 }
 

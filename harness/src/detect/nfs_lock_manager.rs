@@ -7,8 +7,8 @@
 //! Reports, on a live node:
 //! - NFSv2/v3 mounts that use the NLM (no `nolock`, and `local_lock` is not `flock` or
 //!   `all`) while rpc.statd is not running or not registered with rpcbind (program 100024);
-//! - tasks blocked in an NLM lock request (their kernel stack is in `nlmclnt_*` or
-//!   `nsm_monitor`);
+//! - tasks blocked in an NLM lock request (their kernel stack is in `nlmclnt_*`, `nlm_*`,
+//!   `nsm_monitor` or lockd: `hung_task::is_nlm_frame`);
 //! - the kernel log's `lockd: server ... not responding`, `lockd: cannot monitor ...` and
 //!   `VFS is out of sync with lock manager` lines.
 
@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::detect::hung_task::{is_nlm_frame, parse_stack};
 use crate::detect::kernel_log::{self, LogLine};
 use crate::detect::{CheckInput, DetectError, Detector};
+use crate::error_chain::error_chain;
 use crate::finding::{Finding, Severity};
-use crate::mount_namespace::mount_namespaces;
+use crate::mount_namespace::{is_kernel_thread, mount_namespaces};
 use crate::mountinfo::MountInfo;
 use crate::portmap::{self, IPPROTO_UDP, NSM_PROGRAM, NSM_VERSION};
 
@@ -95,17 +97,6 @@ pub fn statd_registration(rpcbind: SocketAddr) -> StatdRegistration {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
 /// Pids whose command is `rpc.statd`.
 pub fn statd_pids(proc_root: &Path) -> Vec<i32> {
     pids(proc_root)
@@ -128,16 +119,12 @@ fn pids(proc_root: &Path) -> Vec<i32> {
     out
 }
 
-/// The NLM frame of a kernel stack (`/proc/PID/stack`), if the task waits in a lock request.
-/// The wait itself shows as `rpc_wait_bit_killable` (an RPC to statd or to the server's
-/// lockd) or `nlmclnt_block`/`nlmclnt_lock` (a blocking lock queued at the server).
+/// The NLM frame of a kernel stack (`/proc/PID/stack`), if the task waits in a lock request:
+/// its innermost frame that [`is_nlm_frame`]. The wait itself shows as
+/// `rpc_wait_bit_killable` (an RPC to statd or to the server's lockd) or
+/// `nlmclnt_block`/`nlmclnt_lock` (a blocking lock queued at the server).
 pub fn nlm_frame(stack: &str) -> Option<String> {
-    stack.lines().find_map(|l| {
-        let func = l.split_whitespace().nth(1)?;
-        let name = func.split('+').next()?;
-        (name.starts_with("nlmclnt_") || name == "nsm_monitor" || name == "nlm_wait_on_grace")
-            .then(|| name.to_string())
-    })
+    parse_stack(stack).into_iter().find(|f| is_nlm_frame(f))
 }
 
 /// A task waiting in the NLM.
@@ -155,6 +142,10 @@ pub struct LockWaiter {
 pub fn lock_waiters(proc_root: &Path) -> Vec<LockWaiter> {
     let mut out = Vec::new();
     for pid in pids(proc_root) {
+        // lockd's own kernel thread runs in `lockd`; it requests no lock.
+        if is_kernel_thread(proc_root, pid) {
+            continue;
+        }
         let task_dir = proc_root.join(format!("{pid}/task"));
         let tids = pids(&task_dir);
         for tid in if tids.is_empty() { vec![pid] } else { tids } {
@@ -413,13 +404,12 @@ pub fn observe_with_log(
     log: Vec<LockdLine>,
 ) -> Result<Observations, DetectError> {
     let mounts = nlm_mounts(&input.proc_root);
-    let rpcbind: SocketAddr = "127.0.0.1:111".parse().expect("literal address");
     let waiters = lock_waiters(&input.proc_root);
     // Only ask rpcbind when something depends on the answer.
     let registration = if mounts.is_empty() && waiters.is_empty() {
         StatdRegistration::NotRegistered
     } else {
-        statd_registration(rpcbind)
+        statd_registration(portmap::rpcbind_addr())
     };
     Ok(Observations {
         mounts,

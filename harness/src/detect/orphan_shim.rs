@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::{CheckInput, DetectError, Detector};
 use crate::finding::{Finding, Severity};
+use crate::mount_namespace::path_in_root;
 
 pub const NAME: &str = "orphan-shim";
 
@@ -123,9 +124,8 @@ impl OrphanShim {
 /// when its root cannot be entered (a process in another user namespace, or gone).
 fn exists_for(proc_root: &Path, pid: i32, path: &Path) -> bool {
     let root = proc_root.join(pid.to_string()).join("root");
-    let rel = path.strip_prefix("/").unwrap_or(path);
     match std::fs::symlink_metadata(&root) {
-        Ok(_) => match std::fs::symlink_metadata(root.join(rel)) {
+        Ok(_) => match std::fs::symlink_metadata(path_in_root(proc_root, pid, path)) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => path.exists(),
             Err(_) => false,
@@ -144,9 +144,8 @@ impl OrphanShim {
         }
         if let (Some(id), Some(ns)) = (&shim.id, &shim.namespace) {
             let bundle = Path::new(self.v2_root).join(ns).join(id);
-            let gone = !exists_for(proc_root, pid, &bundle.join("config.json"))
-                && !exists_for(proc_root, pid, &bundle);
-            return gone.then(|| format!("it has no bundle under {}", bundle.display()));
+            return (!exists_for(proc_root, pid, &bundle))
+                .then(|| format!("it has no bundle under {}", bundle.display()));
         }
         None
     }

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::detect::{CheckInput, DetectError, Detector};
 use crate::finding::{Finding, Severity};
-use crate::mount_namespace::{mount_namespaces, MountNamespace};
+use crate::mount_namespace::{mount_namespaces, path_in_root, MountNamespace};
 use crate::mountinfo::{read_mountinfo, MountInfo};
 
 pub const NAME: &str = "stale-bind";
@@ -95,10 +95,7 @@ pub fn scan_namespace(
         if !m.root_deleted && (!m.is_partial_bind() || is_remote_or_fuse(&m.fstype)) {
             continue;
         }
-        let through = proc_root
-            .join(pid.to_string())
-            .join("root")
-            .join(m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point));
+        let through = path_in_root(proc_root, pid, &m.mount_point);
         let stat = bounded_statx(&through, STAT_LIMIT);
         // The path reaches this mount only if nothing was mounted on top of it since.
         let reaches = matches!(&stat, Ok(s) if s.mnt_id == Some(m.mount_id));

@@ -4,7 +4,6 @@
 //! Needs a kernel with nfsd (the VM backend's guest) and the Debian packages rpcbind,
 //! nfs-kernel-server and nfs-common.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -40,14 +39,10 @@ pub enum NfsError {
     Wait(#[from] crate::guard::WaitError),
 }
 
-pub fn rpcbind_addr() -> SocketAddr {
-    "127.0.0.1:111".parse().expect("literal address")
-}
-
 /// The port rpcbind has for `program`, or a description of what it said.
 pub fn registered(program: u32, version: u32, protocol: u32) -> Result<u16, String> {
     match portmap::getport(
-        rpcbind_addr(),
+        crate::portmap::rpcbind_addr(),
         program,
         version,
         protocol,

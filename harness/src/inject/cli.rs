@@ -12,6 +12,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 
 use super::spec::{self, Rule, SpecError};
 use super::tracer::{Injector, Report};
+use crate::error_chain::error_chain;
 
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(
@@ -153,7 +154,7 @@ pub fn run(args: &InjectArgs) -> i32 {
             report.exit.map(|e| e.code()).unwrap_or(0)
         }
         Err(e) => {
-            eprintln!("faultline inject: {}", one_line(&e));
+            eprintln!("faultline inject: {}", error_chain(&e));
             2
         }
     }
@@ -166,14 +167,4 @@ fn summarize(report: &Report) {
             ev.pid, ev.syscall, ev.call, ev.action, ev.at_ms
         );
     }
-}
-
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s += &format!(": {inner}");
-        src = inner.source();
-    }
-    s
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::detect::{CheckInput, DetectError, Detector};
 use crate::finding::Finding;
-use crate::mount_namespace::mount_namespaces;
+use crate::mount_namespace::{mount_namespaces, path_in_root};
 use crate::mountinfo::MountInfo;
 
 use connections::{interesting, Seen};
@@ -109,7 +109,7 @@ pub fn scan(
             (s.mount.major, s.mount.minor) == *dev && s.shadowed_by.is_empty() && !s.nested_in_fuse
         });
         if let Some(s) = target {
-            probes.push((*dev, through_proc(proc_root, s.pid, &s.mount.mount_point)));
+            probes.push((*dev, path_in_root(proc_root, s.pid, &s.mount.mount_point)));
         }
     }
     let minors: Vec<u32> = selected.iter().map(|d| d.1).collect();
@@ -134,13 +134,6 @@ pub fn scan(
         }
     }
     Ok(findings)
-}
-
-fn through_proc(proc_root: &Path, pid: i32, mount_point: &Path) -> PathBuf {
-    proc_root
-        .join(pid.to_string())
-        .join("root")
-        .join(mount_point.strip_prefix("/").unwrap_or(mount_point))
 }
 
 #[cfg(test)]
