@@ -65,22 +65,25 @@ pub struct VariantOutcome {
 #[derive(Debug, Clone, Copy)]
 pub struct ScenarioOption {
     pub key: &'static str,
-    /// A whole number (milliseconds, MiB, ...) rather than free text.
-    pub numeric: bool,
     pub help: &'static str,
+    /// `Err(why)` when a value cannot be used; see [`whole_number`].
+    pub check: fn(&str) -> Result<(), String>,
 }
 
 impl ScenarioOption {
     /// `Err(one line)` when `value` does not fit this option.
     pub fn validate(&self, value: &str) -> Result<(), String> {
-        if self.numeric && value.parse::<u64>().is_err() {
-            return Err(format!(
-                "option {}={value:?} is not a whole number ({})",
-                self.key, self.help
-            ));
-        }
-        Ok(())
+        (self.check)(value)
+            .map_err(|why| format!("option {}={value:?}: {why} ({})", self.key, self.help))
     }
+}
+
+/// The check of options that are counts, sizes or milliseconds.
+pub fn whole_number(value: &str) -> Result<(), String> {
+    value
+        .parse::<u64>()
+        .map(|_| ())
+        .map_err(|_| "not a whole number".to_string())
 }
 
 /// Where a scenario can run.
@@ -122,8 +125,17 @@ pub trait Scenario: Sync {
         &[]
     }
 
+    /// Derived from the requirements, so "VM only" is said once (`Requirement::VmBackend`).
     fn backend(&self) -> Backend {
-        Backend::Namespace
+        let vm_only = self
+            .requirements()
+            .iter()
+            .any(|r| matches!(r, Requirement::VmBackend { .. }));
+        if vm_only {
+            Backend::VmOnly
+        } else {
+            Backend::Namespace
+        }
     }
     /// Upper bound for the whole scenario; the runner kills its namespace past it.
     fn timeout(&self) -> Duration {

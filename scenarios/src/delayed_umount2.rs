@@ -32,7 +32,8 @@
 //! - `volatile` (the fix): as `real-stall`, but the overlay is mounted with `volatile`: no
 //!   sync on unmount, the delete answers before the deadline, the shim is shut down. Clean.
 //!
-//! Reproduced = the deadline expired and the shim outlived its task (alive, workdir gone).
+//! Reproduced = the deadline expired and the shim outlived its task (alive, workdir gone);
+//! in `real-stall` also the shim was seen blocked in D (continuously for 500 ms).
 //! The orphaned shim lives in the scenario's pid namespace and is killed at the end.
 
 use std::path::{Path, PathBuf};
@@ -103,22 +104,22 @@ struct Observation {
 const OPTIONS: &[ScenarioOption] = &[
     ScenarioOption {
         key: "deadline-ms",
-        numeric: true,
+        check: harness::scenario::whole_number,
         help: "the supervisor's delete deadline in ms (containerd's is 10000; default 1000)",
     },
     ScenarioOption {
         key: "delay-ms",
-        numeric: true,
+        check: harness::scenario::whole_number,
         help: "injected-delay: how long the shim's umount2 is held, in ms (default 3 x deadline)",
     },
     ScenarioOption {
         key: "write-latency-ms",
-        numeric: true,
+        check: harness::scenario::whole_number,
         help: "real-stall: the FUSE backing store's write latency in ms (default 1000)",
     },
     ScenarioOption {
         key: "dirty-mib",
-        numeric: true,
+        check: harness::scenario::whole_number,
         help: "MiB of dirty data written into the upper layer before the stop (default 16)",
     },
 ];
@@ -289,7 +290,7 @@ impl Scenario for DelayedUmount2 {
         let shim_pid = shim.pid();
         let shim_alive = shim.alive();
         let workdir_gone = !spec.workdir().exists();
-        let reproduced = obs.deadline_expired && shim_alive && workdir_gone;
+        let mut reproduced = obs.deadline_expired && shim_alive && workdir_gone;
         let mut observed = json!({
             "shim": {"pid": shim_pid, "argv0": "containerd-shim", "args": spec.argv()},
             "overlay_options": overlay,
@@ -301,8 +302,16 @@ impl Scenario for DelayedUmount2 {
             "shim_alive_after_runtime_gave_up": shim_alive,
             "workdir_removed": workdir_gone,
         });
-        if variant.name == "real-stall" && shim_alive {
-            observed["shim_blocked"] = blocked_shim(shim_pid)?;
+        if variant.name == "real-stall" {
+            // The stall must be the kernel's: the shim blocked in D inside the unmount.
+            let in_d = if shim_alive {
+                let (in_d, seen) = blocked_shim(shim_pid)?;
+                observed["shim_blocked"] = seen;
+                in_d
+            } else {
+                false
+            };
+            reproduced &= in_d;
         }
 
         let findings: Vec<_> = OrphanShim::DEFAULT
@@ -331,10 +340,11 @@ impl Scenario for DelayedUmount2 {
 }
 
 /// The shim's state and kernel stack while its unmount is stuck: it must be in D, not
-/// scheduled, for a while (the hung-task detector's measure).
-fn blocked_shim(pid: i32) -> anyhow::Result<serde_json::Value> {
+/// scheduled, for a while (the hung-task detector's measure). Returns whether it was, and
+/// what was seen.
+fn blocked_shim(pid: i32) -> anyhow::Result<(bool, serde_json::Value)> {
     let proc_root = Path::new("/proc");
-    let first = DSample::take(proc_root)?;
+    let mut first = DSample::take(proc_root)?;
     let found = wait_until(
         "the shim blocked in D for 500 ms",
         Duration::from_secs(10),
@@ -343,23 +353,30 @@ fn blocked_shim(pid: i32) -> anyhow::Result<serde_json::Value> {
             match now.into_iter().find(|t| t.pid == pid) {
                 Some(t) if t.blocked_for_ms >= 500 => Ok(t),
                 Some(t) => Err(format!("blocked for {} ms so far", t.blocked_for_ms)),
-                None => Err(format!(
-                    "shim not continuously in D; stat: {}",
-                    std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
-                )),
+                None => {
+                    // Not in D at `first`, or it ran since: measure from a fresh sample.
+                    first = DSample::take(proc_root).map_err(|e| e.to_string())?;
+                    Err(format!(
+                        "shim not continuously in D; stat: {}",
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
+                    ))
+                }
             }
         },
     );
     Ok(match found {
-        Ok(t) => json!({
-            "state": "D",
-            "proc_stack": std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default(),
-            "wchan": t.wchan,
-            "stack": t.stack,
-            "class": t.class,
-            "blocked_for_ms": t.blocked_for_ms,
-        }),
-        Err(e) => json!({"state": "not D", "why": e.to_string()}),
+        Ok(t) => (
+            true,
+            json!({
+                "state": "D",
+                "proc_stack": std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default(),
+                "wchan": t.wchan,
+                "stack": t.stack,
+                "class": t.class,
+                "blocked_for_ms": t.blocked_for_ms,
+            }),
+        ),
+        Err(e) => (false, json!({"state": "not D", "why": e.to_string()})),
     })
 }
 

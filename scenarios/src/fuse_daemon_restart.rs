@@ -29,7 +29,8 @@
 //!   and a new container start fails.
 //! - `restart-nonempty`: then start a new daemon on the same mount point with `nonempty`.
 //!   Reproduced when the mount point works again but the CSI path and a container start still
-//!   fail; mountinfo shows two mounts stacked on one mount point, the bind on the old device.
+//!   fail, and mountinfo shows two mounts stacked on one mount point (the new daemon's on the
+//!   dead one), the bind on the old device.
 //! - `remount` (the fix): unmount the stale CSI bind and the dead mount, restart the daemon on
 //!   the empty mount point (no `nonempty` needed), bind the volume again from the new mount:
 //!   the container starts. Clean.
@@ -41,7 +42,7 @@ use anyhow::Context as _;
 use harness::detect::dead_fuse;
 use harness::fuse::{FuseConfig, FuseDaemon};
 use harness::guard::Mount;
-use harness::mountinfo::read_mountinfo;
+use harness::mountinfo::{read_mountinfo, MountInfo};
 use harness::runc_bind::{start_container, ContainerStart};
 use harness::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
@@ -111,8 +112,7 @@ impl Layout {
     }
 
     /// mountinfo lines under this variant's directory, as the kernel shows them.
-    fn mounts(&self) -> serde_json::Value {
-        let mounts = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
+    fn mounts(&self, mounts: &[MountInfo]) -> serde_json::Value {
         json!(mounts
             .iter()
             .filter(|m| m.mount_point.starts_with(&self.dir))
@@ -228,12 +228,13 @@ impl Scenario for FuseDaemonRestart {
             "after_kill": {"csi_access": after_kill, "plugin_staging_check": plugin_check},
         });
         let mut second: Option<FuseDaemon> = None;
-        let reproduced = match variant.name {
+        // mountinfo, when a variant already read it for its verdict.
+        let mut mounts: Option<Vec<MountInfo>> = None;
+        let (reproduced, start) = match variant.name {
             "kill" => {
                 let start = l.start_container()?;
                 let r = errno_of(&after_kill) == Some(libc::ENOTCONN as i64) && !start.started;
-                observed["container_start"] = json!(start);
-                r
+                (r, start)
             }
             "restart-nonempty" => {
                 // What a restart without nonempty gets: fusermount's check of the mount point.
@@ -247,23 +248,44 @@ impl Scenario for FuseDaemonRestart {
                 let new_mount = access(list(&l.ceph_mount.join(VOLUME)));
                 let csi = csi_access(&l);
                 let start = l.start_container()?;
-                let stacked = read_mountinfo(Path::new("/proc"), None)
-                    .unwrap_or_default()
+                let now = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
+                let dev = |m: &MountInfo| (m.major, m.minor);
+                let on_point: Vec<&MountInfo> = now
                     .iter()
                     .filter(|m| m.mount_point == l.ceph_mount)
-                    .count();
+                    .collect();
+                // Two mounts on one mount point: the new daemon's on top of the dead one.
+                let stacked_on_dead = match on_point[..] {
+                    [old, new] => {
+                        dev(old) == first.dev()
+                            && dev(new) == d.dev()
+                            && new.parent_id == old.mount_id
+                    }
+                    _ => false,
+                };
+                // The CSI bind still on the dead connection's device.
+                let bind_on_old_dev = now
+                    .iter()
+                    .filter(|m| m.mount_point == l.csi_target)
+                    .map(dev)
+                    .eq([first.dev()]);
                 observed["restart"] = json!({
                     "without_nonempty": refused,
                     "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1), "mnt_id": d.mnt_id()},
                     "new_mount_access": new_mount,
                     "csi_access": csi,
-                    "mounts_stacked_on_ceph_mount_point": stacked,
+                    "mounts_stacked_on_ceph_mount_point": on_point.len(),
+                    "new_mount_stacked_on_dead_mount": stacked_on_dead,
+                    "csi_bind_on_dead_device": bind_on_old_dev,
                 });
-                observed["container_start"] = json!(start);
+                mounts = Some(now);
                 second = Some(d);
-                new_mount.is_null()
+                let r = new_mount.is_null()
                     && errno_of(&csi) == Some(libc::ENOTCONN as i64)
                     && !start.started
+                    && stacked_on_dead
+                    && bind_on_old_dev;
+                (r, start)
             }
             "remount" => {
                 // The fix, in the order that leaves nothing stale behind.
@@ -282,17 +304,16 @@ impl Scenario for FuseDaemonRestart {
                     "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1)},
                     "csi_access": csi,
                 });
-                observed["container_start"] = json!(start);
                 second = Some(d);
-                !(csi.is_null() && start.started)
+                (!(csi.is_null() && start.started), start)
             }
             other => anyhow::bail!("unknown variant {other:?}"),
         };
-        if let Some(start) = observed.get("container_start").cloned() {
-            let start: ContainerStart = serde_json::from_value(start)?;
-            observed["container_start_failed_at"] = json!(start.failed_step());
-        }
-        observed["mountinfo"] = l.mounts();
+        observed["container_start_failed_at"] = json!(start.failed_step());
+        observed["container_start"] = json!(start);
+        let mounts =
+            mounts.unwrap_or_else(|| read_mountinfo(Path::new("/proc"), None).unwrap_or_default());
+        observed["mountinfo"] = l.mounts(&mounts);
         let findings = dead_fuse::scan(
             Path::new("/proc"),
             std::slice::from_ref(&l.dir),

@@ -35,11 +35,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use harness::detect::nfs_lock_manager::{self, lock_waiters, stat_state};
+use harness::detect::nfs_lock_manager::{self, stat_state, LockWaiter};
 use harness::detect::{kernel_log, CheckInput};
 use harness::guard::nfs::{GraceTimes, NfsServer, Statd};
 use harness::guard::Mount;
-use harness::scenario::Backend;
+use harness::mountinfo::read_mountinfo;
 use harness::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
@@ -101,10 +101,6 @@ impl Scenario for NfsFlockDeadStatd {
         ]
     }
 
-    fn backend(&self) -> Backend {
-        Backend::VmOnly
-    }
-
     fn timeout(&self) -> Duration {
         Duration::from_secs(150)
     }
@@ -142,11 +138,19 @@ impl Scenario for NfsFlockDeadStatd {
             String::from_utf8_lossy(&out.stderr).trim()
         );
         let mut mount = Mount::adopt(&mnt).with_time_limit(Duration::from_secs(10));
-        let mount_line = std::fs::read_to_string("/proc/self/mountinfo")?
-            .lines()
-            .find(|l| l.contains(&*mnt.to_string_lossy()))
-            .unwrap_or_default()
-            .to_string();
+        let mount_entry = read_mountinfo(Path::new("/proc"), None)
+            .context("failed to read /proc/self/mountinfo")?
+            .into_iter()
+            .find(|m| m.mount_point == mnt)
+            .map(|m| {
+                json!({
+                    "mount_id": m.mount_id,
+                    "fstype": m.fstype,
+                    "source": m.source_lossy(),
+                    "mount_options": m.mount_options,
+                    "super_options": m.super_options,
+                })
+            });
         let file = mnt.join("app.js");
         let content = std::fs::read_to_string(&file).context("failed to read over NFS")?;
         anyhow::ensure!(content.starts_with("console.log"), "read back {content:?}");
@@ -164,7 +168,6 @@ impl Scenario for NfsFlockDeadStatd {
         let limit = if statd_dead { STUCK_AFTER } else { CLEAN_LIMIT };
         locker.wait(limit);
         let blocked = !locker.finished();
-        let task = blocked.then(|| task_view(locker.pid));
 
         // The detector, as `faultline check` runs it, while the problem is live; the kernel
         // log is this scenario's (since its marker), not the guest's whole buffer.
@@ -174,6 +177,7 @@ impl Scenario for NfsFlockDeadStatd {
             nfs_lock_manager::observe_with_log(&input, nfs_lock_manager::lockd_lines(&log))
                 .context("failed to run the nfs-lock-manager detector")?;
         let findings = nfs_lock_manager::judge(&observations);
+        let task = blocked.then(|| task_view(locker.pid, &observations.waiters));
         let nfs_log: Vec<String> = log
             .iter()
             .filter(|l| {
@@ -219,7 +223,7 @@ impl Scenario for NfsFlockDeadStatd {
             reproduced,
             observed: json!({
                 "kernel": ctx.kernel.release,
-                "mount": mount_line,
+                "mount": mount_entry,
                 "statd_pid_at_mount": statd_pid,
                 "statd_stopped": statd_dead,
                 "statd_after_stop": statd_after_stop,
@@ -238,15 +242,25 @@ impl Scenario for NfsFlockDeadStatd {
     }
 }
 
-/// state, wchan and kernel stack of a task, as the seed's engineer looked at it.
-fn task_view(pid: i32) -> serde_json::Value {
+/// state, wchan and kernel stack of a task, as the seed's engineer looked at it: the
+/// detector's entry when it counted the task as an NLM waiter, else read from /proc.
+fn task_view(pid: i32, waiters: &[LockWaiter]) -> serde_json::Value {
+    if let Some(w) = waiters.iter().find(|w| w.pid == pid) {
+        return json!({
+            "pid": pid,
+            "state": w.state.to_string(),
+            "wchan": w.wchan,
+            "stack": w.stack,
+            "waiter": true,
+        });
+    }
     let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
     json!({
         "pid": pid,
         "state": stat_state(&read("stat")).map(|c| c.to_string()),
         "wchan": read("wchan"),
         "stack": read("stack").lines().map(str::trim).collect::<Vec<_>>(),
-        "waiter": lock_waiters(Path::new("/proc")).into_iter().any(|w| w.pid == pid),
+        "waiter": false,
     })
 }
 

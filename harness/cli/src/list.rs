@@ -30,7 +30,7 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
                     "name": v.name, "expected": v.expected.as_str(), "summary": v.summary,
                 })).collect::<Vec<_>>(),
                 "options": s.options().iter().map(|o| json!({
-                    "key": o.key, "numeric": o.numeric, "help": o.help,
+                    "key": o.key, "help": o.help,
                 })).collect::<Vec<_>>(),
                 "runnable": reason.is_none(),
                 "reason": reason.unwrap_or_default(),

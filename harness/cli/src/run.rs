@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use harness::runner::{run_scenario, RunOptions};
+use harness::runner::RunOptions;
 use harness::{RunReport, Scenario, Status};
 
 use crate::{fail_usage, UsageError};
@@ -140,11 +140,7 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
         opts.options.insert(k.to_string(), v.to_string());
     }
     if let Some(c) = args.copier {
-        if !(c.contains("{src}") && c.contains("{dst}")) {
-            return fail_usage(format!(
-                "--copier must contain {{src}} and {{dst}}, got {c:?}"
-            ));
-        }
+        check_option(&selected, "copier", &c)?;
         opts.options.insert("copier".into(), c);
     }
 
@@ -206,28 +202,15 @@ fn run_in_vm(
 }
 
 fn run_on_host(selected: &[&'static dyn Scenario], opts: &RunOptions) -> RunReport {
-    let mut report = RunReport {
-        kernel: harness::KernelVersion::running().release,
-        backend: if harness::runner::in_vm_guest() {
-            "vm"
-        } else {
-            "namespace"
-        }
-        .into(),
-        scenarios: Vec::new(),
-    };
-    for s in selected {
-        eprintln!("faultline: {} ...", s.name());
-        let r = run_scenario(*s, opts);
-        eprintln!(
+    harness::runner::run_all_reporting(selected, opts, |s, done| match done {
+        None => eprintln!("faultline: {} ...", s.name()),
+        Some(r) => eprintln!(
             "faultline: {} {} ({:.1}s)",
             s.name(),
             r.status.as_str(),
             r.duration_ms as f64 / 1000.0
-        );
-        report.scenarios.push(r);
-    }
-    report
+        ),
+    })
 }
 
 /// Several kernels: each run's table, then the comparison matrix (JSON: every report and
@@ -249,10 +232,7 @@ fn finish_many(
                 merged.scenarios.push(s);
             }
         }
-        let xml = harness::output::junit::render(&merged)
-            .map_err(|e| UsageError(format!("failed to render JUnit: {e}")))?;
-        std::fs::write(path, xml)
-            .map_err(|e| UsageError(format!("failed to write {}: {e}", path.display())))?;
+        write_junit(&merged, path)?;
     }
     if json {
         let doc = serde_json::json!({ "runs": reports, "comparison": matrix });
@@ -265,19 +245,7 @@ fn finish_many(
         }
         print!("{}", matrix.render());
     }
-    let any = |st: Status| {
-        reports
-            .iter()
-            .flat_map(|r| &r.scenarios)
-            .any(|s| s.status == st)
-    };
-    Ok(if any(Status::Error) {
-        ExitCode::from(2)
-    } else if any(Status::Fail) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(reports.iter().flat_map(|r| &r.scenarios)))
 }
 
 /// Prints the report as asked and maps it to the exit code.
@@ -287,22 +255,31 @@ pub fn finish(
     junit: Option<&std::path::Path>,
 ) -> Result<ExitCode, UsageError> {
     if let Some(path) = junit {
-        let xml = harness::output::junit::render(report)
-            .map_err(|e| UsageError(format!("failed to render JUnit: {e}")))?;
-        std::fs::write(path, xml)
-            .map_err(|e| UsageError(format!("failed to write {}: {e}", path.display())))?;
+        write_junit(report, path)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(report).expect("json"));
     } else {
         print!("{}", harness::output::text::run_table(report));
     }
-    let any = |st: Status| report.scenarios.iter().any(|s| s.status == st);
-    Ok(if any(Status::Error) {
-        ExitCode::from(2)
-    } else if any(Status::Fail) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(&report.scenarios))
+}
+
+fn write_junit(report: &RunReport, path: &std::path::Path) -> Result<(), UsageError> {
+    let xml = harness::output::junit::render(report)
+        .map_err(|e| UsageError(format!("failed to render JUnit: {e}")))?;
+    std::fs::write(path, xml)
+        .map_err(|e| UsageError(format!("failed to write {}: {e}", path.display())))
+}
+
+/// 2 if the harness broke anywhere, else 1 if a scenario failed, else 0.
+fn exit_code<'a>(scenarios: impl IntoIterator<Item = &'a harness::ScenarioResult>) -> ExitCode {
+    let worst = scenarios
+        .into_iter()
+        .fold(0u8, |w, s| match s.status {
+            Status::Error => 2,
+            Status::Fail => w.max(1),
+            _ => w,
+        });
+    ExitCode::from(worst)
 }

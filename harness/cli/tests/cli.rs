@@ -141,4 +141,30 @@ fn scenario_options_are_checked_before_anything_runs() {
     assert!(err.contains("deadline-ms (delayed-umount2)"), "{err}");
     // Nothing was started: no scenario line on stderr.
     assert!(!err.contains("delayed-umount2 ..."), "{err}");
+    for copier in [["-o", "copier=cp"], ["--copier", "cp"]] {
+        let out = faultline(&["run", "etxtbsy-exec-while-copy", copier[0], copier[1]]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(one_line_error(&out).contains("{src} and {dst}"));
+    }
+}
+
+#[test]
+fn a_timed_out_scenario_leaves_its_stuck_environment_as_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = faultline(&[
+        "run",
+        "delayed-umount2",
+        "--timeout",
+        "2",
+        "--artifacts",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a timeout is a harness error");
+    let kept = dir.path().join("delayed-umount2");
+    let processes = std::fs::read_to_string(kept.join("processes.txt")).unwrap();
+    assert!(processes.contains("__faultline-internal scenario"), "{processes}");
+    assert!(processes.contains("--- kernel stack of"), "{processes}");
+    let mounts = std::fs::read_to_string(kept.join("mountinfo.txt")).unwrap();
+    assert!(mounts.contains(" /tmp "), "the scenario's scratch tmpfs: {mounts}");
+    assert!(kept.join("kmsg.txt").exists());
 }

@@ -114,22 +114,6 @@ impl FuseConfig {
         self
     }
 
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    pub fn latency(mut self, read: Duration, write: Duration) -> Self {
-        self.read_latency = read;
-        self.write_latency = write;
-        self
-    }
-
-    pub fn threads(mut self, n: usize) -> Self {
-        self.threads = n.max(1);
-        self
-    }
-
     fn args(&self) -> Vec<String> {
         let mut a = vec![
             "--backing".into(),
@@ -167,7 +151,6 @@ pub struct FuseDaemon {
     mount: Option<Mount>,
     mount_point: PathBuf,
     dev: (u32, u32),
-    killed: bool,
 }
 
 impl std::fmt::Debug for FuseDaemon {
@@ -177,7 +160,6 @@ impl std::fmt::Debug for FuseDaemon {
             .field("mount_point", &self.mount_point)
             .field("dev", &self.dev)
             .field("mnt_id", &self.mnt_id())
-            .field("killed", &self.killed)
             .finish()
     }
 }
@@ -232,7 +214,6 @@ impl FuseDaemon {
             mount: None,
             mount_point: mp.clone(),
             dev: (0, 0),
-            killed: false,
         };
         match d.lines.recv_timeout(config.ready_timeout) {
             Ok(line) if line.starts_with("ready") => {}
@@ -258,7 +239,7 @@ impl FuseDaemon {
                 })
             }
         }
-        d.mount = Some(Mount::adopt(&config.mount_point).with_time_limit(Duration::from_secs(5)));
+        d.mount = Some(Mount::adopt(&config.mount_point));
         d.dev = dev_of(&config.mount_point).unwrap_or((0, 0));
         Ok(d)
     }
@@ -321,15 +302,7 @@ impl FuseDaemon {
             mount_point: self.mount_point.clone(),
             source: e,
         })?;
-        self.killed = true;
         Ok(())
-    }
-
-    /// Stops guarding the mount: it stays (dead or alive) until its namespace goes.
-    pub fn forget_mount(&mut self) {
-        if let Some(m) = self.mount.take() {
-            m.forget();
-        }
     }
 
     /// Stops the daemon, then unmounts its mount if the mount point still shows it.
@@ -499,7 +472,6 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let mut config = fuser::Config::default();
-    config.acl = fuser::SessionACL::All;
     config.n_threads = Some(a.threads);
     config.clone_fd = a.threads > 1;
     let session = match fuser::Session::from_fd(fs, fd, fuser::SessionACL::All, config) {

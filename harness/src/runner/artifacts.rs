@@ -1,5 +1,10 @@
 //! Artifacts kept under `target/faultline/<scenario>/` when a scenario fails (or with --keep):
 //! the kernel log since the marker, mountinfo, the process tree, the result itself.
+//!
+//! A scenario that finished is recorded after its variants released their guards, so its
+//! tables show what was left, not the environment at the moment of failure (the result's
+//! `observed` holds that). A scenario that timed out is recorded by the host before its
+//! namespace is killed: then the tables show the stuck environment, kernel stacks included.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -23,17 +28,57 @@ pub fn write(dir: &Path, kmsg: &[KmsgRecord], result: &ScenarioResult) -> std::i
     Ok(())
 }
 
+/// What the host can see of a scenario that ran out of time, taken before its namespace is
+/// killed: the mount table and processes of its pid 1 (`init`), their kernel stacks, and the
+/// kernel log since the scenario's marker.
+pub fn write_on_timeout(dir: &Path, name: &str, init: i32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    fs::create_dir_all(dir)?;
+    if let Ok(mi) = fs::read_to_string(format!("/proc/{init}/mountinfo")) {
+        fs::write(dir.join("mountinfo.txt"), mi)?;
+    }
+    let pid_ns = |pid: i32| fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino()).ok();
+    let ns = pid_ns(init);
+    let mut tree = process_tree_where(|pid| ns.is_some() && pid_ns(pid) == ns);
+    for line in tree.clone().lines().skip(1) {
+        let Some(pid) = line.split('\t').next() else {
+            continue;
+        };
+        if let Ok(stack) = fs::read_to_string(format!("/proc/{pid}/stack")) {
+            let _ = write!(tree, "\n--- kernel stack of {pid}\n{stack}");
+        }
+    }
+    fs::write(dir.join("processes.txt"), tree)?;
+    let marker = format!("faultline: {name} begin ");
+    if let Ok(lines) = crate::detect::kernel_log::read_live() {
+        let since = lines
+            .iter()
+            .rposition(|l| l.message.contains(&marker))
+            .map_or(0, |i| i + 1);
+        let log: String = lines[since..]
+            .iter()
+            .map(|l| format!("[{}] {}\n", l.when.as_deref().unwrap_or(""), l.message))
+            .collect();
+        fs::write(dir.join("kmsg.txt"), log)?;
+    }
+    Ok(())
+}
+
 /// `pid ppid state wchan cmdline` for every process this namespace's /proc shows.
 pub fn process_tree() -> String {
+    process_tree_where(|_| true)
+}
+
+fn process_tree_where(keep: impl Fn(i32) -> bool) -> String {
     let mut out = String::from("PID\tPPID\tSTATE\tWCHAN\tCMDLINE\n");
     let Ok(entries) = fs::read_dir("/proc") else {
         return out;
     };
-    let mut pids: Vec<u32> = entries
+    let mut pids: Vec<i32> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    for pid in pids {
+    for pid in pids.into_iter().filter(|p| keep(*p)) {
         let base = format!("/proc/{pid}");
         let Ok(stat) = fs::read_to_string(format!("{base}/stat")) else {
             continue;

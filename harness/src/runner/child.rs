@@ -169,8 +169,8 @@ fn run_variants(
 ) -> ScenarioResult {
     let mut result = ScenarioResult::without_variants(s.name(), Status::Error, "");
     let kernel = ctx.kernel.clone();
-    // The detector's own words for each variant, to explain a failure in one line.
-    let mut first_messages = Vec::new();
+    // The detector's own words for each failing variant, to explain the failure in one line.
+    let mut failing_messages = Vec::new();
     for variant in s.variants_for(&kernel, &args.options) {
         ctx.progress(format!("variant {}", variant.name));
         let outcome =
@@ -199,8 +199,8 @@ fn run_variants(
             observed: outcome.observed,
         };
         let _ = emit(out, &ChildLine::Variant(Box::new(v.clone())));
-        if let Some(f) = outcome.findings.first() {
-            first_messages.push((v.variant.clone(), f.message.clone()));
+        if let (Some(_), Some(f)) = (verdict::variant_problem(&v), outcome.findings.first()) {
+            failing_messages.push(format!(" ({}: {})", v.variant, f.message));
         }
         result.variants.push(v);
         result.findings.extend(outcome.findings);
@@ -210,15 +210,7 @@ fn run_variants(
         result.status = status;
         result.reason = reason;
         if status == Status::Fail {
-            for (variant, message) in &first_messages {
-                let failed = result
-                    .variants
-                    .iter()
-                    .any(|v| &v.variant == variant && verdict::variant_problem(v).is_some());
-                if failed {
-                    result.reason.push_str(&format!(" ({variant}: {message})"));
-                }
-            }
+            result.reason.extend(failing_messages);
         }
     }
     let kmsg = ctx.kmsg_since_marker();

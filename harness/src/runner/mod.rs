@@ -133,10 +133,27 @@ pub fn run_scenario(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
 }
 
 pub fn run_all(scenarios: &[&dyn Scenario], opts: &RunOptions) -> RunReport {
+    run_all_reporting(scenarios, opts, |_, _| {})
+}
+
+/// [`run_all`], calling `progress` before each scenario (`None`) and after it (its result).
+pub fn run_all_reporting(
+    scenarios: &[&dyn Scenario],
+    opts: &RunOptions,
+    mut progress: impl FnMut(&dyn Scenario, Option<&ScenarioResult>),
+) -> RunReport {
     RunReport {
         kernel: KernelVersion::running().release,
         backend: if in_vm_guest() { "vm" } else { "namespace" }.into(),
-        scenarios: scenarios.iter().map(|s| run_scenario(*s, opts)).collect(),
+        scenarios: scenarios
+            .iter()
+            .map(|s| {
+                progress(*s, None);
+                let r = run_scenario(*s, opts);
+                progress(*s, Some(&r));
+                r
+            })
+            .collect(),
     }
 }
 
@@ -180,7 +197,7 @@ fn run_in_namespaces(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
     let mut timed_out = false;
     loop {
         let left = deadline.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+        match rx.recv_timeout(left) {
             Ok(line) => match serde_json::from_str::<ChildLine>(&line) {
                 Ok(ChildLine::Variant(v)) => variants.push(*v),
                 Ok(ChildLine::Done(r)) => done = Some(*r),
@@ -192,6 +209,17 @@ fn run_in_namespaces(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
                     timed_out = true;
                     break;
                 }
+            }
+        }
+    }
+    if timed_out {
+        // The scenario process is ns-init's only child; record it before it is killed.
+        let init = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", group.pid()))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok());
+        if let Some(init) = init {
+            if let Err(e) = artifacts::write_on_timeout(&args.artifacts, s.name(), init) {
+                tracing::warn!("failed to keep the artifacts of {}: {e}", s.name());
             }
         }
     }

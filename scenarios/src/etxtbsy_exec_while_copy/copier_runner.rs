@@ -13,6 +13,15 @@ use super::host_bin::HostBin;
 
 const COPIER_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The copier option's check: the command must name both files.
+pub(super) fn check_template(template: &str) -> Result<(), String> {
+    if template.contains("{src}") && template.contains("{dst}") {
+        Ok(())
+    } else {
+        Err("must contain {src} and {dst}".into())
+    }
+}
+
 fn shell_safe(path: &Path) -> bool {
     path.to_str().is_some_and(|s| {
         s.chars()
@@ -23,9 +32,7 @@ fn shell_safe(path: &Path) -> bool {
 /// Runs the user's copier under `sh -c` with `{src}` and `{dst}` filled in, bounded in time,
 /// stderr kept in the variant's directory.
 pub(super) fn run_copier(template: &str, host: &HostBin) -> anyhow::Result<CopierOutcome> {
-    if !template.contains("{src}") || !template.contains("{dst}") {
-        bail!("--copier must contain {{src}} and {{dst}}, got {template:?}");
-    }
+    check_template(template).map_err(|why| anyhow::anyhow!("copier {template:?}: {why}"))?;
     if !shell_safe(&host.src) || !shell_safe(&host.target) {
         bail!("scratch paths need quoting: {}", host.target.display());
     }

@@ -96,7 +96,7 @@ impl Scenario for EtxtbsyExecWhileCopy {
     fn options(&self) -> &'static [ScenarioOption] {
         &[ScenarioOption {
             key: "copier",
-            numeric: false,
+            check: copier_runner::check_template,
             help: "a copier or installer command with {src} and {dst} to judge instead of the built-in variants (also --copier)",
         }]
     }

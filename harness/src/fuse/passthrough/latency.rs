@@ -19,13 +19,6 @@ impl Latency {
             .store(write.as_micros() as u64, Ordering::SeqCst);
     }
 
-    pub fn get(&self) -> (Duration, Duration) {
-        (
-            Duration::from_micros(self.read_us.load(Ordering::SeqCst)),
-            Duration::from_micros(self.write_us.load(Ordering::SeqCst)),
-        )
-    }
-
     // The delay is the injected fault (a slow storage backend), not synchronisation.
     pub(super) fn read_delay(&self) {
         let us = self.read_us.load(Ordering::SeqCst);

@@ -27,8 +27,9 @@ impl Engine<'_> {
             match t.held.take() {
                 Some((_, Phase::Enter)) => {
                     if let Some(p) = t.pending.take() {
-                        if p.fault.is_some() {
-                            if let Err(e) = set_orig_rax(pid, p.nr) {
+                        let rule = &self.injector.rules[p.rule];
+                        if rule.fault.is_some() {
+                            if let Err(e) = set_orig_rax(pid, rule.nr) {
                                 tracing::warn!(pid, "failed to restore the syscall: {e}");
                             }
                         }

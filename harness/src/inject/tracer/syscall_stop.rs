@@ -55,11 +55,7 @@ impl Engine<'_> {
                         tracing::warn!(pid, "failed to skip {}: {e}", rule.syscall);
                     }
                 }
-                let pending = Pending {
-                    nr,
-                    fault: rule.fault,
-                    delay_exit: rule.delay_exit,
-                };
+                let pending = Pending { rule: idx, call };
                 let delay_enter = rule.delay_enter;
                 if let Some(d) = delay_enter {
                     self.record(pid, rule, call, format!("delay_enter={}ms", d.as_millis()));
@@ -81,20 +77,14 @@ impl Engine<'_> {
                     return;
                 };
                 let detaching = t.detaching;
-                let idx = self.injector.rules.iter().position(|r| r.nr == p.nr);
-                let rule = idx.map(|i| &self.injector.rules[i]);
-                let call = idx.map(|i| self.counts[i]).unwrap_or(0);
-                if let Some(f) = p.fault {
+                let rule = &self.injector.rules[p.rule];
+                if let Some(f) = rule.fault {
                     let (rax, action) = match f {
                         Fault::Error(e) => (-(e as i64), format!("error={}", errno_name(e))),
                         Fault::Retval(v) => (v, format!("retval={v}")),
                     };
                     match set_rax(pid, rax) {
-                        Ok(()) => {
-                            if let Some(r) = rule {
-                                self.record(pid, r, call, action);
-                            }
-                        }
+                        Ok(()) => self.record(pid, rule, p.call, action),
                         Err(e) => tracing::warn!(pid, "failed to set the return value: {e}"),
                     }
                 }
@@ -102,11 +92,9 @@ impl Engine<'_> {
                     self.let_go(pid, 0);
                     return;
                 }
-                match p.delay_exit {
+                match rule.delay_exit {
                     Some(d) => {
-                        if let Some(r) = rule {
-                            self.record(pid, r, call, format!("delay_exit={}ms", d.as_millis()));
-                        }
+                        self.record(pid, rule, p.call, format!("delay_exit={}ms", d.as_millis()));
                         if let Some(t) = self.tracees.get_mut(&pid) {
                             t.held = Some((Instant::now() + d, Phase::Exit));
                         }

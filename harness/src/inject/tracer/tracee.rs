@@ -1,8 +1,6 @@
 //! What the tracer keeps per traced thread.
 
-use std::time::{Duration, Instant};
-
-use super::super::spec::Fault;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -10,11 +8,14 @@ pub(super) enum Phase {
     Exit,
 }
 
+/// A matched call between its entry and exit stops, fixed at entry: other threads entering
+/// the same syscall meanwhile advance the rule's count.
 #[derive(Debug)]
 pub(super) struct Pending {
-    pub(super) nr: i64,
-    pub(super) fault: Option<Fault>,
-    pub(super) delay_exit: Option<Duration>,
+    /// Index of the matched rule in `Injector::rules`.
+    pub(super) rule: usize,
+    /// The call's 1-based number among the rule's calls.
+    pub(super) call: u64,
 }
 
 #[derive(Debug, Default)]
