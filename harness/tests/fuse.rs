@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use harness::fuse::{FuseConfig, FuseDaemon};
 use harness::guard::{wait_until, Mount};
+use harness::mountinfo::{read_mountinfo, MountInfo};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type R = Result<(), Failed>;
@@ -54,12 +55,12 @@ fn daemon(s: &Scratch, name: &str) -> Result<(FuseDaemon, PathBuf, PathBuf), Fai
     Ok((d, backing, mp))
 }
 
-fn mountinfo_lines_for(mp: &Path) -> Vec<String> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = mp.display().to_string();
-    text.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        .map(str::to_string)
+/// This namespace's mounts at `mp` (mountinfo's escapes undone, so any path matches).
+fn mounts_at(mp: &Path) -> Vec<MountInfo> {
+    read_mountinfo(Path::new("/proc"), None)
+        .expect("/proc/self/mountinfo parses")
+        .into_iter()
+        .filter(|m| m.mount_point == mp)
         .collect()
 }
 
@@ -81,12 +82,12 @@ fn file_ops() -> R {
     let s = scratch()?;
     let (d, backing, mp) = daemon(&s, "ops")?;
     ensure!(
-        mountinfo_lines_for(&mp)
+        mounts_at(&mp)
             .iter()
-            .any(|l| l.contains(" - fuse.faultline faultline ")),
+            .any(|m| m.fstype == "fuse.faultline" && m.source == "faultline"),
         "mountinfo does not show fuse.faultline at {}: {:?}",
         mp.display(),
-        mountinfo_lines_for(&mp)
+        mounts_at(&mp)
     );
     fs::create_dir(mp.join("dir")).map_err(fail)?;
     let path = mp.join("dir/big");
@@ -172,10 +173,7 @@ fn file_ops() -> R {
         "backing dir not empty"
     );
     drop(d);
-    ensure!(
-        mountinfo_lines_for(&mp).is_empty(),
-        "mount left after teardown"
-    );
+    ensure!(mounts_at(&mp).is_empty(), "mount left after teardown");
     Ok(())
 }
 
@@ -338,10 +336,7 @@ fn loop_device() -> R {
     );
     drop(dir);
     drop(guard);
-    ensure!(
-        mountinfo_lines_for(&target).is_empty(),
-        "ext4 mount left behind"
-    );
+    ensure!(mounts_at(&target).is_empty(), "ext4 mount left behind");
     Ok(())
 }
 
@@ -407,14 +402,11 @@ fn kill_keeps_dead_mount() -> R {
         "mount id changed after the kill"
     );
     ensure!(
-        mountinfo_lines_for(&mp).len() == 1,
+        mounts_at(&mp).len() == 1,
         "the dead mount should still be listed"
     );
     d.teardown().map_err(fail)?;
-    ensure!(
-        mountinfo_lines_for(&mp).is_empty(),
-        "dead mount left after teardown"
-    );
+    ensure!(mounts_at(&mp).is_empty(), "dead mount left after teardown");
     Ok(())
 }
 
@@ -442,9 +434,9 @@ fn nonempty_and_ownership() -> R {
     );
     let new = FuseDaemon::start(&FuseConfig::new(&backing, &mp).nonempty(true)).map_err(fail)?;
     ensure!(
-        mountinfo_lines_for(&mp).len() == 2,
+        mounts_at(&mp).len() == 2,
         "expected two stacked mounts: {:?}",
-        mountinfo_lines_for(&mp)
+        mounts_at(&mp)
     );
     // The old guard no longer owns the top mount: it must leave the new one alone.
     drop(old);
@@ -453,18 +445,14 @@ fn nonempty_and_ownership() -> R {
         "the new mount was disturbed by the old guard"
     );
     drop(new);
-    let left = mountinfo_lines_for(&mp);
+    let left = mounts_at(&mp);
     ensure!(
         left.len() == 1,
         "expected the old dead mount only: {left:?}"
     );
     // The test's namespace takes the rest; unmount it here to prove it is not stuck.
     Mount::adopt(&mp).teardown().map_err(fail)?;
-    ensure!(
-        mountinfo_lines_for(&mp).is_empty(),
-        "mounts left at {}",
-        mp.display()
-    );
+    ensure!(mounts_at(&mp).is_empty(), "mounts left at {}", mp.display());
     Ok(())
 }
 

@@ -59,8 +59,8 @@ fn main() {
 }
 
 /// A VM-only scenario boots one guest kernel (`FAULTLINE_TEST_KERNEL`, default
-/// `debian:6.1`, fetched into the cache on first use) and runs there; `None` when qemu is
-/// not installed.
+/// `debian:6.1`, fetched into the cache on first use) and runs there; `None` (a skip) only
+/// when qemu is not installed: a report without the scenario is an error.
 fn run_in_vm(s: &'static dyn Scenario, opts: &RunOptions) -> Option<ScenarioResult> {
     if !vm::qemu::qemu_available() {
         return None;
@@ -81,7 +81,22 @@ fn run_in_vm(s: &'static dyn Scenario, opts: &RunOptions) -> Option<ScenarioResu
         ..vm::VmOptions::default()
     };
     let report = vm::run_report_in_vm(&spec, &[s], &vm_opts);
-    let mut r = report.scenarios.into_iter().find(|r| r.name == s.name())?;
-    r.reason = format!("[{} in the VM] {}", report.kernel, r.reason);
-    Some(r)
+    let names: Vec<String> = report.scenarios.iter().map(|r| r.name.clone()).collect();
+    Some(
+        match report.scenarios.into_iter().find(|r| r.name == s.name()) {
+            Some(mut r) => {
+                r.reason = format!("[{} in the VM] {}", report.kernel, r.reason);
+                r
+            }
+            // Not a skip: the guest ran and answered, without this scenario.
+            None => ScenarioResult::without_variants(
+                s.name(),
+                Status::Error,
+                format!(
+                    "[{} in the VM] the guest's report lacks the scenario (it has: {names:?})",
+                    report.kernel
+                ),
+            ),
+        },
+    )
 }

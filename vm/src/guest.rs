@@ -71,7 +71,7 @@ pub fn entry(_args: &[String]) -> i32 {
                 format!("failed to read the guest request {REQUEST}"),
             )],
         },
-        Some(r) if r.boot_only => RunReport {
+        Some(r) if r.boot_only() => RunReport {
             kernel: release.clone(),
             backend: "vm".into(),
             scenarios: Vec::new(),
@@ -145,17 +145,12 @@ fn console(line: &str) {
     let _ = out.flush();
 }
 
+/// Milliseconds since the guest kernel booted. /proc is not mounted yet when init asks, and
+/// CLOCK_BOOTTIME counts from boot too.
 fn uptime_ms() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|s| (s * 1000.0) as u64)
-        .unwrap_or_else(|| {
-            // /proc is not mounted yet this early; the monotonic clock counts from boot.
-            let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok();
-            ts.map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
-                .unwrap_or(0)
-        })
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,33 +256,19 @@ fn send_report(report: &GuestReport) -> std::io::Result<()> {
 }
 
 /// The whole kernel log on the console, so the host's console.log artifact carries it
-/// (the console itself only shows warnings and worse during the run).
+/// (the console itself only shows warnings and worse during the run), in `dmesg`'s format.
 fn dump_kernel_log() {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut cursor) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-    else {
+    let Ok(lines) = harness::detect::kernel_log::read_live() else {
         return;
     };
-    use std::io::Read;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "faultline-guest: ---- kernel log ----");
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match cursor.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Some(rec) =
-                    harness::kmsg::KmsgRecord::parse(&String::from_utf8_lossy(&buf[..n]))
-                {
-                    let _ = writeln!(out, "{}", rec.to_dmesg_line());
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(_) => break,
-        }
+    for line in &lines {
+        let _ = match &line.when {
+            // `[    1.234567] message`, as dmesg (and KmsgRecord::to_dmesg_line) print it.
+            Some(when) => writeln!(out, "[{when:>12}] {}", line.message),
+            None => writeln!(out, "{}", line.message),
+        };
     }
     let _ = writeln!(out, "faultline-guest: ---- end of kernel log ----");
     let _ = out.flush();

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -111,7 +112,7 @@ impl Initramfs {
             source,
         })?;
         let perm = std::fs::metadata(host)
-            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644);
         self.file(guest, perm, data);
         Ok(())
@@ -137,7 +138,8 @@ impl Initramfs {
     /// The running executable at `guest`, with its libraries, and without debug information
     /// when binutils' `objcopy` is there to remove it: a debug build of faultline is mostly
     /// DWARF, and every byte of the archive is copied and unpacked at each boot. Read
-    /// through /proc/self/exe, so a rebuild of the file on disk meanwhile does not matter.
+    /// through /proc/PID/exe, so a rebuild of the file on disk meanwhile does not matter;
+    /// only the stripped file is read into memory, or a plain copy when objcopy fails.
     pub fn running_executable(&mut self, guest: &str) -> Result<(), InitramfsError> {
         let read_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -147,22 +149,35 @@ impl Initramfs {
             .prefix("faultline-guest-")
             .tempdir()
             .map_err(read_err(&std::env::temp_dir()))?;
-        let copy = tmp.path().join("faultline");
-        let stripped = tmp.path().join("faultline.stripped");
-        std::fs::copy("/proc/self/exe", &copy).map_err(read_err(Path::new("/proc/self/exe")))?;
-        self.binary_at(&copy, guest)?;
-        let ok = Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(&copy)
-            .arg(&stripped)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            let data = std::fs::read(&stripped).map_err(read_err(&stripped))?;
-            self.file(guest, 0o755, data);
+        let self_exe = Path::new("/proc/self/exe");
+        // objcopy's own /proc/self would be objcopy: name this process, provided /proc
+        // shows it under that pid (it would not in a pid namespace with the host's /proc).
+        let exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+        let same_file = |a: &Path, b: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(a), std::fs::metadata(b)) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            }
+        };
+        let stripped = tmp.path().join("faultline");
+        let ok = same_file(&exe, self_exe)
+            && Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(&exe)
+                .arg(&stripped)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_file(&stripped);
+            std::fs::copy(self_exe, &stripped).map_err(read_err(self_exe))?;
         }
-        Ok(())
+        // Whatever mode objcopy gave its output, the guest must be able to run it.
+        std::fs::set_permissions(&stripped, PermissionsExt::from_mode(0o755))
+            .map_err(read_err(&stripped))?;
+        self.binary_at(&stripped, guest)
     }
 
     /// busybox at /bin/busybox and a symlink for each of its applets that no real binary

@@ -106,7 +106,6 @@ pub fn run_in_vm(
         options: opts.options.clone(),
         log: opts.log.clone(),
         keep: opts.keep,
-        boot_only: scenarios.is_empty(),
     };
     let timeout = opts
         .timeout

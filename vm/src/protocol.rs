@@ -30,9 +30,13 @@ pub struct GuestRequest {
     /// Keep artifacts of passing scenarios (inside the guest; they reach the console log).
     #[serde(default)]
     pub keep: bool,
-    /// Only boot, report, power off: used to measure boot time and probe KVM.
-    #[serde(default)]
-    pub boot_only: bool,
+}
+
+impl GuestRequest {
+    /// No scenarios: only boot, report, power off (to measure boot time).
+    pub fn boot_only(&self) -> bool {
+        self.scenarios.is_empty()
+    }
 }
 
 /// What the guest sends back.
@@ -41,7 +45,8 @@ pub struct GuestReport {
     pub report: RunReport,
     /// `uname -r` in the guest.
     pub kernel_release: String,
-    /// The guest's /proc/uptime when init started, in milliseconds.
+    /// Time since the guest kernel booted when init started (CLOCK_BOOTTIME), in
+    /// milliseconds.
     pub init_uptime_ms: u64,
     /// Modules init loaded, and those that failed with the error.
     #[serde(default)]

@@ -95,4 +95,3 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
         ExitCode::from(1)
     })
 }
-

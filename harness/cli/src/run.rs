@@ -274,12 +274,10 @@ fn write_junit(report: &RunReport, path: &std::path::Path) -> Result<(), UsageEr
 
 /// 2 if the harness broke anywhere, else 1 if a scenario failed, else 0.
 fn exit_code<'a>(scenarios: impl IntoIterator<Item = &'a harness::ScenarioResult>) -> ExitCode {
-    let worst = scenarios
-        .into_iter()
-        .fold(0u8, |w, s| match s.status {
-            Status::Error => 2,
-            Status::Fail => w.max(1),
-            _ => w,
-        });
+    let worst = scenarios.into_iter().fold(0u8, |w, s| match s.status {
+        Status::Error => 2,
+        Status::Fail => w.max(1),
+        _ => w,
+    });
     ExitCode::from(worst)
 }

@@ -162,9 +162,15 @@ fn a_timed_out_scenario_leaves_its_stuck_environment_as_artifacts() {
     assert_eq!(out.status.code(), Some(2), "a timeout is a harness error");
     let kept = dir.path().join("delayed-umount2");
     let processes = std::fs::read_to_string(kept.join("processes.txt")).unwrap();
-    assert!(processes.contains("__faultline-internal scenario"), "{processes}");
+    assert!(
+        processes.contains("__faultline-internal scenario"),
+        "{processes}"
+    );
     assert!(processes.contains("--- kernel stack of"), "{processes}");
     let mounts = std::fs::read_to_string(kept.join("mountinfo.txt")).unwrap();
-    assert!(mounts.contains(" /tmp "), "the scenario's scratch tmpfs: {mounts}");
+    assert!(
+        mounts.contains(" /tmp "),
+        "the scenario's scratch tmpfs: {mounts}"
+    );
     assert!(kept.join("kmsg.txt").exists());
 }

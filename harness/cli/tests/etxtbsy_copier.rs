@@ -4,6 +4,12 @@
 
 use std::process::Command;
 
+use harness::Requirement;
+
+// Only `require` is used here.
+#[allow(dead_code)]
+mod common;
+
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
 struct Run {
@@ -34,19 +40,9 @@ fn run_copier(copier: &str) -> Run {
     }
 }
 
-fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    // A privileged test that cannot run fails: passing without running would hide it.
-    panic!("cannot run here: needs root to create the scenario's namespaces");
-}
-
 #[test]
 fn copiers_are_judged_by_how_they_replace_the_running_binary() {
-    if !is_root() {
-        return;
-    }
+    common::require(&[Requirement::Root]);
     // (copier, exit code, status, strategy, finding severity)
     let cases = [
         ("cp {src} {dst}", 1, "fail", "in-place", Some("critical")),
@@ -65,6 +61,7 @@ fn copiers_are_judged_by_how_they_replace_the_running_binary() {
             None,
         ),
     ];
+    let mut in_place = None;
     for (copier, code, status, strategy, severity) in cases {
         let r = run_copier(copier);
         let s = &r.scenario;
@@ -87,8 +84,12 @@ fn copiers_are_judged_by_how_they_replace_the_running_binary() {
             }
             None => assert!(findings.is_empty(), "{copier}: {s}"),
         }
+        if strategy == "in-place" {
+            in_place = Some(r);
+        }
     }
-    let r = run_copier("cp {src} {dst}");
+    // What the in-place copy (`cp`) did to the running binary.
+    let r = in_place.expect("the cases include an in-place copier");
     let observed = &r.scenario["variants"][0]["observed"];
     let kernel = harness::KernelVersion::running();
     if scenarios::etxtbsy_exec_while_copy::kernel_denies_writes(&kernel) {
@@ -106,9 +107,7 @@ fn copiers_are_judged_by_how_they_replace_the_running_binary() {
 
 #[test]
 fn a_copier_that_cannot_run_is_an_error() {
-    if !is_root() {
-        return;
-    }
+    common::require(&[Requirement::Root]);
     let r = run_copier("/nonexistent/copier {src} {dst}");
     assert_eq!(r.code, Some(2), "{}", r.scenario);
     assert_eq!(r.scenario["status"], "error");

@@ -10,6 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::guard::wait_until;
+use harness::Requirement;
+
+// Only `require` is used here.
+#[allow(dead_code)]
+mod common;
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
@@ -152,9 +157,7 @@ fn kill_after(name: &str, delay: Duration, baseline: usize) -> Option<Killed> {
 
 #[test]
 fn sigkill_of_run_leaves_nothing_behind() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!("cannot run here: needs root to create namespaces");
-    }
+    common::require(&[Requirement::Root]);
     let names = runnable_namespace_scenarios();
     assert!(!names.is_empty(), "no runnable scenario to kill");
     let mounts_before = host_mounts();

@@ -6,6 +6,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use harness::guard::wait_until;
+use harness::Requirement;
+
+// Only `require` is used here.
+#[allow(dead_code)]
+mod common;
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
@@ -108,10 +113,7 @@ fn qemu_children(pid: u32) -> Vec<i32> {
 
 #[test]
 fn sigkill_of_run_vm_takes_qemu_with_it() {
-    if harness::requirement::find_on_path("qemu-system-x86_64").is_none() {
-        eprintln!("skip: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-        return;
-    }
+    common::require(&[Requirement::binary("qemu-system-x86_64", "qemu-system-x86")]);
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(FAULTLINE)
         .args([

@@ -37,7 +37,11 @@ pub fn write_on_timeout(dir: &Path, name: &str, init: i32) -> std::io::Result<()
     if let Ok(mi) = fs::read_to_string(format!("/proc/{init}/mountinfo")) {
         fs::write(dir.join("mountinfo.txt"), mi)?;
     }
-    let pid_ns = |pid: i32| fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino()).ok();
+    let pid_ns = |pid: i32| {
+        fs::metadata(format!("/proc/{pid}/ns/pid"))
+            .map(|m| m.ino())
+            .ok()
+    };
     let ns = pid_ns(init);
     let mut tree = process_tree_where(|pid| ns.is_some() && pid_ns(pid) == ns);
     for line in tree.clone().lines().skip(1) {
