@@ -16,7 +16,7 @@
 //! sync (overlayfs `volatile`, Linux 5.10).
 //!
 //! Environment: a `containerd-shim` stand-in with the v1 command line
-//! ([`harness::guard::shim`]) owns a container whose rootfs is an overlay at
+//! ([`faultline_runtime::shim`]) owns a container whose rootfs is an overlay at
 //! `<bundle>/rootfs` (lower on the scratch tmpfs; the container writes `dirty-mib` MiB into
 //! the upper layer, no fsync). The scenario plays containerd: it asks the shim to delete
 //! the task with a `deadline-ms` deadline (containerd's is 10 s; 1 s here) and, when it
@@ -40,18 +40,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use harness::detect::hung_task::DSample;
-use harness::detect::orphan_shim::OrphanShim;
-use harness::fuse::{FuseConfig, FuseDaemon};
-use harness::guard::ext4_image::{Ext4Image, MountedExt4};
-use harness::guard::mount::unmount_bounded;
-use harness::guard::shim::{Shim, ShimError, ShimSpec};
-use harness::guard::wait_until;
-use harness::inject::{Injector, Rule};
-use harness::{
+use faultline_core::guard::ext4_image::{Ext4Image, MountedExt4};
+use faultline_core::guard::mount::unmount_bounded;
+use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, ScenarioOption, Variant,
     VariantOutcome,
 };
+use faultline_detect::hung_task::DSample;
+use faultline_detect::orphan_shim::OrphanShim;
+use faultline_fuse::{FuseConfig, FuseDaemon};
+use faultline_inject::{Injector, Rule};
+use faultline_runtime::shim::{Shim, ShimError, ShimSpec};
+use faultline_sys::wait_until;
 use serde_json::json;
 
 /// The container id from the seed's orphan.
@@ -104,22 +104,22 @@ struct Observation {
 const OPTIONS: &[ScenarioOption] = &[
     ScenarioOption {
         key: "deadline-ms",
-        check: harness::scenario::whole_number,
+        check: faultline_core::scenario::whole_number,
         help: "the supervisor's delete deadline in ms (containerd's is 10000; default 1000)",
     },
     ScenarioOption {
         key: "delay-ms",
-        check: harness::scenario::whole_number,
+        check: faultline_core::scenario::whole_number,
         help: "injected-delay: how long the shim's umount2 is held, in ms (default 3 x deadline)",
     },
     ScenarioOption {
         key: "write-latency-ms",
-        check: harness::scenario::whole_number,
+        check: faultline_core::scenario::whole_number,
         help: "real-stall: the FUSE backing store's write latency in ms (default 1000)",
     },
     ScenarioOption {
         key: "dirty-mib",
-        check: harness::scenario::whole_number,
+        check: faultline_core::scenario::whole_number,
         help: "MiB of dirty data written into the upper layer before the stop (default 16)",
     },
 ];
@@ -406,8 +406,8 @@ fn unmount_if_mounted(rootfs: &Path) {
 fn is_mount_point(p: &Path) -> bool {
     let parent: PathBuf = p.parent().map(Path::to_path_buf).unwrap_or_default();
     match (
-        harness::guard::mount::mount_id(p),
-        harness::guard::mount::mount_id(&parent),
+        faultline_core::guard::mount::mount_id(p),
+        faultline_core::guard::mount::mount_id(&parent),
     ) {
         (Some(a), Some(b)) => a != b,
         _ => false,

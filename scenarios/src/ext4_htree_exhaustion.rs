@@ -24,13 +24,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use harness::detect::ext4_index_full::{self, Warning};
-use harness::detect::{htree_capacity, kernel_log};
-use harness::ext4::HtreeLimits;
-use harness::guard::{Ext4Image, MountedExt4};
-use harness::{
+use faultline_core::guard::{Ext4Image, MountedExt4};
+use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
+use faultline_detect::ext4_index_full::{self, Warning};
+use faultline_detect::{htree_capacity, kernel_log};
+use faultline_sys::ext4::HtreeLimits;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
@@ -225,7 +225,7 @@ fn index_full_warnings(
 }
 
 /// The detector's findings about our device only: other suites share the kernel log.
-fn our_findings(lines: &[kernel_log::LogLine], device: &str) -> Vec<harness::Finding> {
+fn our_findings(lines: &[kernel_log::LogLine], device: &str) -> Vec<faultline_core::Finding> {
     ext4_index_full::findings(
         lines,
         Path::new("/proc"),

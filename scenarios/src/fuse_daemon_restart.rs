@@ -39,14 +39,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use harness::detect::dead_fuse;
-use harness::fuse::{FuseConfig, FuseDaemon};
-use harness::guard::Mount;
-use harness::mountinfo::{read_mountinfo, MountInfo};
-use harness::runc_bind::{start_container, ContainerStart};
-use harness::{
+use faultline_core::guard::Mount;
+use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
+use faultline_detect::dead_fuse;
+use faultline_fuse::{FuseConfig, FuseDaemon};
+use faultline_runtime::runc_bind::{start_container, ContainerStart};
+use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
 use serde_json::json;
 
 const POD_UID: &str = "92f2591b-66b5-4843-b7a7-42d0acd2be07";

@@ -25,12 +25,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use harness::detect::stale_bind;
-use harness::guard::container::{Bind, Container, ContainerSpec, FileView};
-use harness::mountinfo::read_mountinfo;
-use harness::{
+use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
+use faultline_detect::stale_bind;
+use faultline_runtime::container::{Bind, Container, ContainerSpec, FileView};
+use faultline_sys::mountinfo::read_mountinfo;
 use serde_json::json;
 
 const OLD: &str = "version1\n";

@@ -1,6 +1,6 @@
 //! faultline's scenarios, one file each, named after the scenario.
 
-use harness::Scenario;
+use faultline_core::Scenario;
 
 pub mod delayed_umount2;
 pub mod etxtbsy_exec_while_copy;

@@ -35,14 +35,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use harness::detect::nfs_lock_manager::{self, stat_state, LockWaiter};
-use harness::detect::{kernel_log, CheckInput};
-use harness::guard::nfs::{GraceTimes, NfsServer, Statd};
-use harness::guard::Mount;
-use harness::mountinfo::read_mountinfo;
-use harness::{
+use faultline_core::guard::nfs::{GraceTimes, NfsServer, Statd};
+use faultline_core::guard::Mount;
+use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
+use faultline_detect::nfs_lock_manager::{self, stat_state, LockWaiter};
+use faultline_detect::{kernel_log, CheckInput};
+use faultline_sys::mountinfo::read_mountinfo;
 use serde_json::json;
 
 /// A lock that has not returned by now is blocked, not slow: the statd-running variant
@@ -375,7 +375,7 @@ impl Locker {
 
     /// Waits until the child finished its steps (or failed one), at most `limit` from now.
     fn wait(&mut self, limit: Duration) {
-        let _ = harness::guard::wait_until("the locking process", limit, || {
+        let _ = faultline_sys::wait_until("the locking process", limit, || {
             if self.finished() {
                 Ok(())
             } else {
@@ -424,7 +424,7 @@ impl Locker {
             return "exited";
         }
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let reaped = harness::guard::wait_until(
+        let reaped = faultline_sys::wait_until(
             "the locking process to die",
             Duration::from_secs(10),
             || match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {

@@ -4,16 +4,20 @@
 //! Scenarios run one at a time unless `--test-threads` says otherwise: several share the
 //! kernel log, and their timing assertions need the machine's cores.
 
-use harness::runner::{run_scenario, RunOptions};
-use harness::scenario::Backend;
-use harness::{Scenario, ScenarioResult, Status};
+use faultline_core::backend::{needs_vm, Backend, NamespaceBackend};
+use faultline_core::runner::RunOptions;
+use faultline_core::{Scenario, ScenarioResult, Status};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() {
-    harness::runner::init(
-        scenarios::all,
-        &[(vm::guest::GUEST_ENTRY, vm::guest::entry)],
-    );
+    faultline_core::runner::set_registry(scenarios::all);
+    faultline_sys::entry::dispatch(&[
+        faultline_core::ENTRIES,
+        faultline_detect::ENTRIES,
+        faultline_fuse::ENTRIES,
+        faultline_runtime::ENTRIES,
+        vm::ENTRIES,
+    ]);
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
         args.test_threads = Some(1);
@@ -26,17 +30,14 @@ fn main() {
                     log: std::env::var("FAULTLINE_LOG").unwrap_or_else(|_| "warn".into()),
                     ..RunOptions::default()
                 };
-                let r = if s.backend() == Backend::VmOnly && !harness::runner::in_vm_guest() {
-                    match run_in_vm(s, &opts) {
-                        Some(r) => r,
-                        None => {
-                            return Ok(Completion::ignored_with(
-                                "skip: needs qemu-system-x86_64 for the VM backend (apt-get install qemu-system-x86, or run ci/setup)",
-                            ))
-                        }
+                let r = match backend_for(s) {
+                    Ok(Some(backend)) => run_on(backend.as_ref(), s, &opts),
+                    Ok(None) => {
+                        return Ok(Completion::ignored_with(
+                            "skip: needs qemu-system-x86_64 for the VM backend (apt-get install qemu-system-x86, or run ci/setup)",
+                        ))
                     }
-                } else {
-                    run_scenario(s, &opts)
+                    Err(e) => ScenarioResult::without_variants(s.name(), Status::Error, e),
                 };
                 let detail = serde_json::to_string_pretty(&r).unwrap_or_default();
                 match r.status {
@@ -60,43 +61,38 @@ fn main() {
 
 /// A VM-only scenario boots one guest kernel (`FAULTLINE_TEST_KERNEL`, default
 /// `debian:6.1`, fetched into the cache on first use) and runs there; `None` (a skip) only
-/// when qemu is not installed: a report without the scenario is an error.
-fn run_in_vm(s: &'static dyn Scenario, opts: &RunOptions) -> Option<ScenarioResult> {
+/// when qemu is not installed. Everything else runs in namespaces here.
+fn backend_for(s: &dyn Scenario) -> Result<Option<Box<dyn Backend>>, String> {
+    if !needs_vm(s) {
+        return Ok(Some(Box::new(NamespaceBackend)));
+    }
     if !vm::qemu::qemu_available() {
-        return None;
+        return Ok(None);
     }
     let spec = std::env::var("FAULTLINE_TEST_KERNEL").unwrap_or_else(|_| "debian:6.1".into());
-    let spec = match vm::KernelSpec::parse(&spec) {
-        Ok(k) => k,
-        Err(e) => {
-            return Some(ScenarioResult::without_variants(
-                s.name(),
-                Status::Error,
-                format!("FAULTLINE_TEST_KERNEL: {e}"),
-            ))
-        }
-    };
-    let vm_opts = vm::VmOptions {
-        log: opts.log.clone(),
-        ..vm::VmOptions::default()
-    };
-    let report = vm::run_report_in_vm(&spec, &[s], &vm_opts);
+    let spec = vm::KernelSpec::parse(&spec).map_err(|e| format!("FAULTLINE_TEST_KERNEL: {e}"))?;
+    Ok(Some(Box::new(vm::VmBackend { spec })))
+}
+
+/// Runs `s` on `backend`; a report without the scenario is an error, not a skip (the guest
+/// ran and answered without it).
+fn run_on(backend: &dyn Backend, s: &'static dyn Scenario, opts: &RunOptions) -> ScenarioResult {
+    let report = backend.run(&[s], opts, &mut |_| {});
     let names: Vec<String> = report.scenarios.iter().map(|r| r.name.clone()).collect();
-    Some(
-        match report.scenarios.into_iter().find(|r| r.name == s.name()) {
-            Some(mut r) => {
-                r.reason = format!("[{} in the VM] {}", report.kernel, r.reason);
-                r
-            }
-            // Not a skip: the guest ran and answered, without this scenario.
-            None => ScenarioResult::without_variants(
-                s.name(),
-                Status::Error,
-                format!(
-                    "[{} in the VM] the guest's report lacks the scenario (it has: {names:?})",
-                    report.kernel
-                ),
+    let in_vm = report.backend == "vm";
+    match report.scenarios.into_iter().find(|r| r.name == s.name()) {
+        Some(mut r) if in_vm => {
+            r.reason = format!("[{} in the VM] {}", report.kernel, r.reason);
+            r
+        }
+        Some(r) => r,
+        None => ScenarioResult::without_variants(
+            s.name(),
+            Status::Error,
+            format!(
+                "[{}] the report lacks the scenario (it has: {names:?})",
+                report.kernel
             ),
-        },
-    )
+        ),
+    }
 }

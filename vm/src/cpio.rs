@@ -227,7 +227,7 @@ mod tests {
     fn busybox_cpio_lists_what_we_wrote() {
         // The kernel's unpacker and busybox's share the format rules; busybox is the
         // independent check available on the host.
-        let Some(busybox) = harness::requirement::find_on_path("busybox") else {
+        let Some(busybox) = faultline_sys::path::find_on_path("busybox") else {
             eprintln!("skipped: busybox not installed (apt-get install busybox-static)");
             return;
         };

@@ -10,18 +10,19 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use harness::runner::{run_all, RunOptions, GUEST_ENV};
-use harness::{KernelVersion, RunReport, ScenarioResult, Status};
+use faultline_core::runner::{run_all, RunOptions, GUEST_ENV};
+use faultline_core::{KernelVersion, RunReport, ScenarioResult, Status};
+use faultline_sys::entry::Entry;
 use nix::mount::{mount, MsFlags};
 
 use crate::initramfs::{MODULE_DIR, MODULE_ORDER, REQUEST};
 use crate::protocol::{frame, GuestReport, GuestRequest, INIT_MARKER, POWEROFF_MARKER, REPORT_TTY};
 
-/// Name of the internal entry point; binaries register `(GUEST_ENTRY, vm::guest::entry)`.
-pub const GUEST_ENTRY: &str = "vm-guest";
+/// The guest's init, as a re-exec entry point (the initramfs's `/init` execs it).
+pub static ENTRY: Entry = Entry::new("vm-guest", entry);
 
-/// The internal entry point. Never returns normally when it is pid 1: it powers off.
-pub fn entry(_args: &[String]) -> i32 {
+/// The entry point's main. Never returns normally when it is pid 1: it powers off.
+fn entry(_args: &[std::ffi::OsString]) -> i32 {
     let uptime_ms = uptime_ms();
     console(&format!(
         "{INIT_MARKER} uptime={:.3}",
@@ -93,7 +94,7 @@ pub fn entry(_args: &[String]) -> i32 {
 }
 
 fn run_requested(req: &GuestRequest) -> RunReport {
-    let all = harness::runner::registry();
+    let all = faultline_core::runner::registry();
     let mut selected = Vec::new();
     let mut unknown = Vec::new();
     for name in &req.scenarios {
@@ -110,7 +111,7 @@ fn run_requested(req: &GuestRequest) -> RunReport {
         options: req.options.clone(),
         keep: req.keep,
         artifacts_root: "/tmp/faultline-artifacts".into(),
-        timeout: None,
+        timeout: req.timeout_secs.map(std::time::Duration::from_secs),
         log: if req.log.is_empty() {
             "warn".into()
         } else {
@@ -258,7 +259,7 @@ fn send_report(report: &GuestReport) -> std::io::Result<()> {
 /// The whole kernel log on the console, so the host's console.log artifact carries it
 /// (the console itself only shows warnings and worse during the run), in `dmesg`'s format.
 fn dump_kernel_log() {
-    let Ok(lines) = harness::detect::kernel_log::read_live() else {
+    let Ok(lines) = faultline_detect::kernel_log::read_live() else {
         return;
     };
     let mut out = std::io::stdout().lock();

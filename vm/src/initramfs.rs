@@ -183,8 +183,7 @@ impl Initramfs {
     /// busybox at /bin/busybox and a symlink for each of its applets that no real binary
     /// occupies.
     pub fn busybox(&mut self) -> Result<(), InitramfsError> {
-        let host =
-            harness::requirement::find_on_path("busybox").ok_or(InitramfsError::NoBusybox)?;
+        let host = faultline_sys::path::find_on_path("busybox").ok_or(InitramfsError::NoBusybox)?;
         self.binary_at(&host, "/bin/busybox")?;
         let out = Command::new(&host)
             .arg("--list")

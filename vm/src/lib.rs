@@ -3,8 +3,10 @@
 //! [`run_in_vm`] boots one kernel with an initramfs holding the running binary, busybox, the
 //! host binaries and kernel modules the scenarios require, runs the scenarios there with the
 //! same runner as on the host, and returns the guest's report. Binaries that can run
-//! scenarios register [`guest::entry`] under [`guest::GUEST_ENTRY`] so the guest's init is
-//! the same executable.
+//! scenarios dispatch [`ENTRIES`] (the guest's init, [`guest::ENTRY`]) so the guest's init is
+//! the same executable. [`VmBackend`] is this crate's side of `faultline_core::backend`.
+
+pub mod backend;
 
 pub mod cpio;
 pub mod fetch;
@@ -16,13 +18,17 @@ pub mod needs;
 pub mod protocol;
 pub mod qemu;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use harness::{RunReport, Scenario, ScenarioResult, Status};
+use faultline_core::runner::RunOptions;
+use faultline_core::{RunReport, Scenario, ScenarioResult, Status};
 
+pub use backend::VmBackend;
 pub use kernel::{GuestKernel, KernelSpec};
+
+/// The re-exec entry points this crate owns: the guest's init.
+pub const ENTRIES: &[&faultline_sys::entry::Entry] = &[&guest::ENTRY];
 pub use qemu::{Accel, AccelChoice};
 
 use crate::initramfs::{Initramfs, GUEST_BINARY, REQUEST};
@@ -41,29 +47,6 @@ pub enum VmError {
     Initramfs(#[from] initramfs::InitramfsError),
     #[error(transparent)]
     Boot(#[from] qemu::BootError),
-}
-
-#[derive(Debug, Clone)]
-pub struct VmOptions {
-    pub options: BTreeMap<String, String>,
-    pub keep: bool,
-    /// `<root>/vm/<kernel label>/` receives console.log and the guest's report.
-    pub artifacts_root: PathBuf,
-    pub log: String,
-    /// Bound for the whole boot; default: the scenarios' own timeouts plus boot time.
-    pub timeout: Option<Duration>,
-}
-
-impl Default for VmOptions {
-    fn default() -> Self {
-        VmOptions {
-            options: BTreeMap::new(),
-            keep: false,
-            artifacts_root: harness::runner::default_artifacts_root(),
-            log: "warn".into(),
-            timeout: None,
-        }
-    }
 }
 
 /// One guest run and its figures.
@@ -99,17 +82,22 @@ pub fn guest_kernel(spec: &KernelSpec) -> Result<GuestKernel, VmError> {
 pub fn run_in_vm(
     spec: &KernelSpec,
     scenarios: &[&dyn Scenario],
-    opts: &VmOptions,
+    opts: &RunOptions,
 ) -> Result<VmRun, VmError> {
     let request = GuestRequest {
         scenarios: scenarios.iter().map(|s| s.name().to_string()).collect(),
         options: opts.options.clone(),
         log: opts.log.clone(),
         keep: opts.keep,
+        timeout_secs: opts.timeout.map(|t| t.as_secs()),
     };
-    let timeout = opts
-        .timeout
-        .unwrap_or_else(|| INIT_DEADLINE + scenarios.iter().map(|s| s.timeout()).sum::<Duration>());
+    // The whole boot is bounded by the scenarios' limits (each scenario's own, or the
+    // `--timeout` that overrides them, which the guest's runner applies too) plus boot time.
+    let timeout = INIT_DEADLINE
+        + scenarios
+            .iter()
+            .map(|s| opts.timeout.unwrap_or_else(|| s.timeout()))
+            .sum::<Duration>();
     boot_with(spec, scenarios, &request, opts, timeout)
 }
 
@@ -117,7 +105,7 @@ fn boot_with(
     spec: &KernelSpec,
     scenarios: &[&dyn Scenario],
     request: &GuestRequest,
-    opts: &VmOptions,
+    opts: &RunOptions,
     timeout: Duration,
 ) -> Result<VmRun, VmError> {
     let kernel = guest_kernel(spec)?;
@@ -177,7 +165,7 @@ fn boot_with(
 pub fn run_report_in_vm(
     spec: &KernelSpec,
     scenarios: &[&dyn Scenario],
-    opts: &VmOptions,
+    opts: &RunOptions,
 ) -> RunReport {
     match run_in_vm(spec, scenarios, opts) {
         Ok(run) => {
@@ -242,8 +230,8 @@ pub fn build_initramfs(
         0o755,
         format!(
             "#!/bin/busybox sh\nexec {GUEST_BINARY} {} {}\n",
-            harness::internal::MARKER,
-            guest::GUEST_ENTRY
+            faultline_sys::entry::MARKER,
+            guest::ENTRY.name
         )
         .into_bytes(),
     );

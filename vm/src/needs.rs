@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use harness::{Requirement, Scenario};
+use faultline_core::{Requirement, Scenario};
 
 use crate::initramfs::{Initramfs, InitramfsError};
 
@@ -36,7 +36,7 @@ impl GuestNeeds {
 
     pub fn add_requirement(&mut self, r: &Requirement) {
         match r {
-            Requirement::Binary { name, .. } => match harness::requirement::find_on_path(name) {
+            Requirement::Binary { name, .. } => match faultline_sys::path::find_on_path(name) {
                 Some(p) => {
                     self.binaries.insert(p);
                 }

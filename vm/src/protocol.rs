@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use harness::RunReport;
+use faultline_core::RunReport;
 use serde::{Deserialize, Serialize};
 
 /// Printed on the console by guest init as its first act: `<marker> uptime=<secs>`.
@@ -30,6 +30,9 @@ pub struct GuestRequest {
     /// Keep artifacts of passing scenarios (inside the guest; they reach the console log).
     #[serde(default)]
     pub keep: bool,
+    /// `faultline run --timeout`: overrides each scenario's own limit in the guest too.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 impl GuestRequest {

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::guard::ChildGroup;
+use faultline_sys::ChildGroup;
 
 use crate::kernel::GuestKernel;
 use crate::protocol::{unframe, GuestReport, INIT_MARKER};
@@ -100,7 +100,7 @@ pub struct BootOutcome {
 }
 
 pub fn qemu_available() -> bool {
-    harness::requirement::find_on_path(QEMU).is_some()
+    faultline_sys::path::find_on_path(QEMU).is_some()
 }
 
 impl Boot<'_> {

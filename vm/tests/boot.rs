@@ -10,13 +10,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use faultline_core::runner::RunOptions;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use vm::initramfs::Initramfs;
 use vm::qemu::{Boot, BootError};
-use vm::{KernelSpec, VmOptions};
+use vm::KernelSpec;
 
 fn main() {
-    harness::runner::init(Vec::new, &[(vm::guest::GUEST_ENTRY, vm::guest::entry)]);
+    faultline_core::runner::set_registry(Vec::new);
+    faultline_sys::entry::dispatch(&[faultline_core::ENTRIES, vm::ENTRIES]);
     let mut args = Arguments::from_args();
     // Boots need the machine's cores; one at a time.
     args.test_threads = Some(1);
@@ -48,9 +50,9 @@ fn boot_only() -> Result<Completion, Failed> {
         return Ok(skip);
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let opts = VmOptions {
+    let opts = RunOptions {
         artifacts_root: dir.path().to_path_buf(),
-        ..VmOptions::default()
+        ..RunOptions::default()
     };
     let run = vm::run_in_vm(&spec(), &[], &opts).map_err(|e| format!("{e}"))?;
     let series = match spec() {

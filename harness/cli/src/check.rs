@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use harness::detect::{self, CheckInput, Detector};
+use faultline_detect::{CheckInput, Detector};
 use serde_json::json;
 
 use crate::{fail_usage, UsageError};
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode, UsageError> {
-    let all = detect::all();
+    let all = faultline_detect::all();
     let valid: Vec<&str> = all.iter().map(|d| d.name()).collect();
     let named: Vec<&dyn Detector> = args
         .names
@@ -69,7 +69,9 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
                 ran.push(json!({"name": d.name(), "ran": true, "findings": f.len()}));
                 findings.extend(f);
             }
-            Err(e) => return fail_usage(format!("{}: {}", d.name(), harness::error_chain(&e))),
+            Err(e) => {
+                return fail_usage(format!("{}: {}", d.name(), faultline_sys::error_chain(&e)))
+            }
         }
     }
     if args.json {
@@ -78,7 +80,7 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
     } else if findings.is_empty() {
         println!("no findings");
     } else {
-        print!("{}", harness::output::text::findings(&findings));
+        print!("{}", faultline_core::output::text::findings(&findings));
     }
     if !args.json {
         for r in ran.iter().filter(|r| r["ran"] == false) {

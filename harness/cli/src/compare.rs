@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use harness::compare::{parse_reports, Column, Matrix};
+use faultline_core::compare::{parse_reports, Column, Matrix};
 
 use crate::{fail_usage, UsageError};
 

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
-use harness::runner::skip_reason;
-use harness::scenario::Backend;
-use harness::KernelVersion;
+use faultline_core::runner::skip_reason;
+use faultline_core::scenario::Placement;
+use faultline_core::KernelVersion;
 use serde_json::json;
 
 use crate::UsageError;
@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
                 "name": s.name(),
                 "summary": s.summary(),
                 "detector": s.detector(),
-                "backend": match s.backend() { Backend::Namespace => "namespace", Backend::VmOnly => "vm" },
+                "backend": match s.placement() { Placement::Namespace => "namespace", Placement::VmOnly => "vm" },
                 "requirements": s.requirements().iter().map(|r| r.describe()).collect::<Vec<_>>(),
                 "variants": s.variants(&kernel).iter().map(|v| json!({
                     "name": v.name, "expected": v.expected.as_str(), "summary": v.summary,
@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
         })
         .collect();
     if args.json {
-        let detectors: Vec<_> = harness::detect::all()
+        let detectors: Vec<_> = faultline_detect::all()
             .into_iter()
             .map(|d| json!({"name": d.name(), "summary": d.summary()}))
             .collect();
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
         );
     }
     println!("\ndetectors (faultline check NAME):");
-    for d in harness::detect::all() {
+    for d in faultline_detect::all() {
         println!("  {:18} {}", d.name(), d.summary());
     }
     Ok(ExitCode::SUCCESS)

@@ -35,8 +35,17 @@ enum Command {
     /// Scenario × kernel matrix of saved `run --json` results, differences first.
     Compare(compare::Args),
     /// Inject syscall faults (strace's -e inject=) into a running process or a command.
-    Inject(harness::inject::cli::InjectArgs),
+    Inject(faultline_inject::cli::InjectArgs),
 }
+
+/// Every re-exec entry point linked into this binary, by the crate that owns it.
+pub(crate) const ENTRIES: &[&[&faultline_sys::entry::Entry]] = &[
+    faultline_core::ENTRIES,
+    faultline_detect::ENTRIES,
+    faultline_fuse::ENTRIES,
+    faultline_runtime::ENTRIES,
+    vm::ENTRIES,
+];
 
 /// A harness or usage error: printed as one line, exit code 2.
 pub(crate) struct UsageError(pub String);
@@ -46,10 +55,8 @@ pub(crate) fn fail_usage(msg: impl Into<String>) -> Result<ExitCode, UsageError>
 }
 
 fn main() -> ExitCode {
-    harness::runner::init(
-        scenarios::all,
-        &[(vm::guest::GUEST_ENTRY, vm::guest::entry)],
-    );
+    faultline_core::runner::set_registry(scenarios::all);
+    faultline_sys::entry::dispatch(ENTRIES);
     // `faultline check | head` should end quietly, as other command-line tools do, not panic.
     // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
     unsafe {
@@ -82,7 +89,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a, log),
         Command::Check(a) => check::run(a),
         Command::Compare(a) => compare::run(a),
-        Command::Inject(a) => Ok(ExitCode::from(harness::inject::cli::run(&a) as u8)),
+        Command::Inject(a) => Ok(ExitCode::from(faultline_inject::cli::run(&a) as u8)),
     };
     match result {
         Ok(code) => code,

@@ -2,8 +2,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use harness::runner::RunOptions;
-use harness::{RunReport, Scenario, Status};
+use faultline_core::backend::{Backend, NamespaceBackend, Progress};
+use faultline_core::runner::RunOptions;
+use faultline_core::{RunReport, Scenario, Status};
 
 use crate::{fail_usage, UsageError};
 
@@ -41,20 +42,16 @@ pub struct Args {
     kernel: Vec<String>,
 }
 
-/// Where one pass of the suite runs.
-enum Target {
-    Host,
-    Vm(vm::KernelSpec),
-}
-
-fn targets(vm_flag: bool, kernels: &[String]) -> Result<Vec<Target>, UsageError> {
+/// Where each pass of the suite runs: the host's namespaces, or one VM per kernel.
+fn backends(vm_flag: bool, kernels: &[String]) -> Result<Vec<Box<dyn Backend>>, UsageError> {
+    let vm = |spec| Box::new(vm::VmBackend { spec }) as Box<dyn Backend>;
     if kernels.is_empty() {
         return Ok(vec![if vm_flag {
-            Target::Vm(vm::KernelSpec::Debian {
+            vm(vm::KernelSpec::Debian {
                 series: "6.1".into(),
             })
         } else {
-            Target::Host
+            Box::new(NamespaceBackend)
         }]);
     }
     kernels
@@ -67,10 +64,10 @@ fn targets(vm_flag: bool, kernels: &[String]) -> Result<Vec<Target>, UsageError>
                             .into(),
                     ));
                 }
-                return Ok(Target::Host);
+                return Ok(Box::new(NamespaceBackend) as Box<dyn Backend>);
             }
             vm::KernelSpec::parse(k)
-                .map(Target::Vm)
+                .map(vm)
                 .map_err(|e| UsageError(e.to_string()))
         })
         .collect()
@@ -144,73 +141,35 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
         opts.options.insert("copier".into(), c);
     }
 
-    let targets = targets(args.vm, &args.kernel)?;
-    if targets.iter().any(|t| matches!(t, Target::Vm(_))) && !vm::qemu::qemu_available() {
+    let uses_vm = args.vm || args.kernel.iter().any(|k| k != "host");
+    let backends = backends(args.vm, &args.kernel)?;
+    if uses_vm && !vm::qemu::qemu_available() {
         return fail_usage(
             "--vm needs qemu-system-x86_64: apt-get install qemu-system-x86 (or run ci/setup)",
         );
     }
-    let mut reports = Vec::new();
-    for t in &targets {
-        reports.push(match t {
-            Target::Host => run_on_host(&selected, &opts),
-            Target::Vm(spec) => run_in_vm(spec, &selected, &opts),
-        });
-    }
+    let reports: Vec<RunReport> = backends
+        .iter()
+        .map(|b| b.run(&selected, &opts, &mut print_progress))
+        .collect();
     if reports.len() == 1 {
         return finish(&reports[0], args.json, args.junit.as_deref());
     }
     finish_many(&reports, args.json, args.junit.as_deref())
 }
 
-fn run_in_vm(
-    spec: &vm::KernelSpec,
-    selected: &[&'static dyn Scenario],
-    opts: &RunOptions,
-) -> RunReport {
-    eprintln!(
-        "faultline: booting {spec} for {} scenario(s) ...",
-        selected.len()
-    );
-    let vm_opts = vm::VmOptions {
-        options: opts.options.clone(),
-        keep: opts.keep,
-        artifacts_root: opts.artifacts_root.clone(),
-        log: opts.log.clone(),
-        timeout: None,
-    };
-    let start = std::time::Instant::now();
-    let report = vm::run_report_in_vm(spec, selected, &vm_opts);
-    for r in &report.scenarios {
-        eprintln!(
-            "faultline: [{}] {} {}",
-            report.kernel,
-            r.name,
-            r.status.as_str()
-        );
-    }
-    eprintln!(
-        "faultline: {spec} done in {:.1}s (console: {})",
-        start.elapsed().as_secs_f64(),
-        opts.artifacts_root
-            .join("vm")
-            .join(spec.label())
-            .join("console.log")
-            .display()
-    );
-    report
-}
-
-fn run_on_host(selected: &[&'static dyn Scenario], opts: &RunOptions) -> RunReport {
-    harness::runner::run_all_reporting(selected, opts, |s, done| match done {
-        None => eprintln!("faultline: {} ...", s.name()),
-        Some(r) => eprintln!(
+/// Progress lines on stderr (the table or JSON goes to stdout).
+fn print_progress(p: Progress) {
+    match p {
+        Progress::Started(s) => eprintln!("faultline: {} ...", s.name()),
+        Progress::Finished(r) => eprintln!(
             "faultline: {} {} ({:.1}s)",
-            s.name(),
+            r.name,
             r.status.as_str(),
             r.duration_ms as f64 / 1000.0
         ),
-    })
+        Progress::Step(line) => eprintln!("faultline: {line}"),
+    }
 }
 
 /// Several kernels: each run's table, then the comparison matrix (JSON: every report and
@@ -220,8 +179,9 @@ fn finish_many(
     json: bool,
     junit: Option<&std::path::Path>,
 ) -> Result<ExitCode, UsageError> {
-    let matrix =
-        harness::compare::Matrix::build(&harness::compare::Column::label_all(reports.to_vec()));
+    let matrix = faultline_core::compare::Matrix::build(
+        &faultline_core::compare::Column::label_all(reports.to_vec()),
+    );
     if let Some(path) = junit {
         let mut merged = reports[0].clone();
         merged.scenarios.clear();
@@ -240,7 +200,7 @@ fn finish_many(
     } else {
         for r in reports {
             println!("== {} ({})", r.kernel, r.backend);
-            print!("{}", harness::output::text::run_table(r));
+            print!("{}", faultline_core::output::text::run_table(r));
             println!();
         }
         print!("{}", matrix.render());
@@ -260,20 +220,22 @@ pub fn finish(
     if json {
         println!("{}", serde_json::to_string_pretty(report).expect("json"));
     } else {
-        print!("{}", harness::output::text::run_table(report));
+        print!("{}", faultline_core::output::text::run_table(report));
     }
     Ok(exit_code(&report.scenarios))
 }
 
 fn write_junit(report: &RunReport, path: &std::path::Path) -> Result<(), UsageError> {
-    let xml = harness::output::junit::render(report)
+    let xml = faultline_core::output::junit::render(report)
         .map_err(|e| UsageError(format!("failed to render JUnit: {e}")))?;
     std::fs::write(path, xml)
         .map_err(|e| UsageError(format!("failed to write {}: {e}", path.display())))
 }
 
 /// 2 if the harness broke anywhere, else 1 if a scenario failed, else 0.
-fn exit_code<'a>(scenarios: impl IntoIterator<Item = &'a harness::ScenarioResult>) -> ExitCode {
+fn exit_code<'a>(
+    scenarios: impl IntoIterator<Item = &'a faultline_core::ScenarioResult>,
+) -> ExitCode {
     let worst = scenarios.into_iter().fold(0u8, |w, s| match s.status {
         Status::Error => 2,
         Status::Fail => w.max(1),

@@ -14,20 +14,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::guard::ChildGroup;
-use harness::Finding;
+use faultline_core::Finding;
+use faultline_sys::ChildGroup;
 
 fn require_runnable() {
     common::require(&[
-        harness::Requirement::Root,
-        harness::Requirement::Path {
+        faultline_core::Requirement::Root,
+        faultline_core::Requirement::Path {
             path: "/dev/fuse",
             why: "the FUSE device (modprobe fuse)",
         },
-        harness::Requirement::binary("unshare", "util-linux"),
-        harness::Requirement::binary("mount", "mount"),
-        harness::Requirement::binary("mountpoint", "util-linux"),
-        harness::Requirement::binary("bindfs", "bindfs"),
+        faultline_core::Requirement::binary("unshare", "util-linux"),
+        faultline_core::Requirement::binary("mount", "mount"),
+        faultline_core::Requirement::binary("mountpoint", "util-linux"),
+        faultline_core::Requirement::binary("bindfs", "bindfs"),
     ]);
 }
 
@@ -103,14 +103,14 @@ fn assert_reported(findings: &[Finding], s: &Setup) {
     };
     let dead = ours(&s.path("dead"));
     assert_eq!(dead.detector, "dead-fuse");
-    assert_eq!(dead.severity, harness::Severity::Critical);
+    assert_eq!(dead.severity, faultline_core::Severity::Critical);
     assert_eq!(dead.pid, Some(pid), "{dead:#?}");
     assert_eq!(dead.evidence["probe"], "Dead", "{}", dead.evidence);
     assert_eq!(dead.evidence["fstype"], "fuse", "{}", dead.evidence);
     assert!(dead.message.contains("Transport endpoint is not connected"));
 
     let bind = ours(&s.path("pods/u1/volumes/kubernetes.io~csi/vol/mount"));
-    assert_eq!(bind.severity, harness::Severity::Critical);
+    assert_eq!(bind.severity, faultline_core::Severity::Critical);
     assert_eq!(bind.pid, Some(pid));
     assert_eq!(bind.evidence["root"], "/volume", "{}", bind.evidence);
     assert_eq!(bind.evidence["pod_uid"], "u1");

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::guard::shim::{ShimSpec, ARG0};
-use harness::guard::{wait_until, ChildGroup};
+use faultline_runtime::shim::{ShimSpec, ARG0};
+use faultline_sys::{wait_until, ChildGroup};
 
 // `require` and `wait_ready` are not used here.
 #[allow(dead_code)]
@@ -34,7 +34,7 @@ fn start_shim(root: &Path, id: &str) -> ChildGroup {
     std::fs::create_dir_all(&spec.bundle).unwrap();
     let mut cmd = Command::new(FAULTLINE);
     cmd.arg0(ARG0)
-        .env(harness::internal::ENTRY_ENV, SHIM_ENTRY)
+        .env(faultline_sys::entry::ENTRY_ENV, SHIM_ENTRY)
         .args(spec.argv())
         .current_dir(&spec.bundle)
         .stdin(Stdio::null());

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::guard::ChildGroup;
-use harness::Finding;
+use faultline_core::Finding;
+use faultline_sys::ChildGroup;
 
 /// A process in a private mount namespace with `src` bound read-only on `dst`.
 fn hold_bind(label: &str, src: &Path, dst: &Path) -> ChildGroup {
@@ -32,9 +32,9 @@ fn hold_bind(label: &str, src: &Path, dst: &Path) -> ChildGroup {
 /// Fails the test when this host cannot run it.
 fn require_runnable() {
     common::require(&[
-        harness::Requirement::Root,
-        harness::Requirement::binary("unshare", "util-linux"),
-        harness::Requirement::binary("mount", "mount"),
+        faultline_core::Requirement::Root,
+        faultline_core::Requirement::binary("unshare", "util-linux"),
+        faultline_core::Requirement::binary("mount", "mount"),
     ]);
 }
 
@@ -88,7 +88,7 @@ fn assert_reported(findings: &[Finding], s: &Setup) {
         .find(|f| f.subject == target && f.pid == Some(pid))
         .unwrap_or_else(|| panic!("no stale-bind finding for {target} pid {pid}: {findings:#?}"));
     assert_eq!(f.detector, "stale-bind");
-    assert_eq!(f.severity, harness::Severity::Critical);
+    assert_eq!(f.severity, faultline_core::Severity::Critical);
     let e = &f.evidence;
     assert_eq!(e["root_deleted"], true, "{e}");
     assert_eq!(e["nlink"], 0, "{e}");
@@ -120,7 +120,7 @@ fn assert_reported(findings: &[Finding], s: &Setup) {
 fn detector_reports_stale_bind_and_ignores_healthy_bind() {
     require_runnable();
     let s = setup();
-    let findings = harness::detect::stale_bind::scan(Path::new("/proc")).unwrap();
+    let findings = faultline_detect::stale_bind::scan(Path::new("/proc")).unwrap();
     assert_reported(&findings, &s);
 }
 

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use harness::Requirement;
+use faultline_core::Requirement;
 
 // Only `require` is used here.
 #[allow(dead_code)]
@@ -91,7 +91,7 @@ fn copiers_are_judged_by_how_they_replace_the_running_binary() {
     // What the in-place copy (`cp`) did to the running binary.
     let r = in_place.expect("the cases include an in-place copier");
     let observed = &r.scenario["variants"][0]["observed"];
-    let kernel = harness::KernelVersion::running();
+    let kernel = faultline_core::KernelVersion::running();
     if scenarios::etxtbsy_exec_while_copy::kernel_denies_writes(&kernel) {
         // Refused by the kernel: the running binary and the path are untouched.
         assert_eq!(observed["errno"], 26, "{observed}");

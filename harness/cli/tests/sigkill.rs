@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::guard::wait_until;
-use harness::Requirement;
+use faultline_core::Requirement;
+use faultline_sys::wait_until;
 
 // Only `require` is used here.
 #[allow(dead_code)]

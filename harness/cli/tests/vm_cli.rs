@@ -5,8 +5,8 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use harness::guard::wait_until;
-use harness::Requirement;
+use faultline_core::Requirement;
+use faultline_sys::wait_until;
 
 // Only `require` is used here.
 #[allow(dead_code)]

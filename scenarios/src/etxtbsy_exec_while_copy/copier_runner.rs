@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use harness::detect::busy_binary::CopierOutcome;
-use harness::guard::ChildGroup;
+use faultline_detect::busy_binary::CopierOutcome;
+use faultline_sys::ChildGroup;
 
 use super::host_bin::HostBin;
 

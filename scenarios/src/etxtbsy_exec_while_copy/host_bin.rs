@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use harness::guard::{wait_until, ChildGroup};
-use harness::requirement::find_on_path;
-use harness::Context;
+use faultline_core::Context;
+use faultline_sys::path::find_on_path;
+use faultline_sys::{wait_until, ChildGroup};
 
 use super::{NAME, NEW_VERSION, OLD_VERSION};
 

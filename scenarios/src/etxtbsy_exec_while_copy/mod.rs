@@ -65,13 +65,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use harness::detect::busy_binary::{
-    classify, executors, replacement_findings, Classification, CopierOutcome, DirWatch,
-    Replacement, Strategy, ETXTBSY,
-};
-use harness::{
+use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, ScenarioOption, Variant,
     VariantOutcome,
+};
+use faultline_detect::busy_binary::{
+    classify, executors, replacement_findings, Classification, CopierOutcome, DirWatch,
+    Replacement, Strategy, ETXTBSY,
 };
 use serde_json::json;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::Context as _;
-use harness::guard::ChildGroup;
+use faultline_sys::ChildGroup;
 
 use super::host_bin::{read_version, HostBin};
 

@@ -1,7 +1,7 @@
 //! Which kernels deny writes to a running executable (ETXTBSY), per the upstream commits in
 //! the scenario's documentation.
 
-use harness::KernelVersion;
+use faultline_core::KernelVersion;
 
 /// Kernel releases (inclusive ranges) that do not deny writes to a running executable:
 /// between 2a010c412853 (6.11-rc1) and its revert 3b832035387f (6.13-rc1; stable 6.11.11,

@@ -6,13 +6,13 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use harness::guard::ChildGroup;
-use harness::{Finding, Requirement};
+use faultline_core::{Finding, Requirement};
+use faultline_sys::ChildGroup;
 
 /// Fails the test when this host cannot run it: a privileged test that passed without running
 /// would hide that it never ran.
 pub fn require(requirements: &[Requirement]) {
-    if let Some(reason) = harness::requirement::first_unmet(requirements) {
+    if let Some(reason) = faultline_core::requirement::first_unmet(requirements) {
         panic!("cannot run here: {reason}");
     }
 }

@@ -1,0 +1,70 @@
+//! The result document `run --json` prints, as fixed by DESIGN.md.
+
+use serde::{Deserialize, Serialize};
+
+use faultline_detect::Finding;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Skip => "skip",
+            Status::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VariantResult {
+    pub variant: String,
+    pub reproduced: bool,
+    pub detected: bool,
+    /// "reproduced" or "clean"
+    pub expected: String,
+    #[serde(default)]
+    pub observed: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub status: Status,
+    #[serde(default)]
+    pub reason: String,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub variants: Vec<VariantResult>,
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+}
+
+impl ScenarioResult {
+    pub fn without_variants(name: &str, status: Status, reason: impl Into<String>) -> Self {
+        ScenarioResult {
+            name: name.to_string(),
+            status,
+            reason: reason.into(),
+            duration_ms: 0,
+            variants: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub kernel: String,
+    /// "namespace" or "vm"
+    pub backend: String,
+    pub scenarios: Vec<ScenarioResult>,
+}

@@ -1,0 +1,106 @@
+//! Artifacts kept under `target/faultline/<scenario>/` when a scenario fails (or with --keep):
+//! the kernel log since the marker, mountinfo, the process tree, the result itself.
+//!
+//! A scenario that finished is recorded after its variants released their guards, so its
+//! tables show what was left, not the environment at the moment of failure (the result's
+//! `observed` holds that). A scenario that timed out is recorded by the host before its
+//! namespace is killed: then the tables show the stuck environment, kernel stacks included.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use crate::result::ScenarioResult;
+use faultline_sys::kmsg::KmsgRecord;
+
+pub fn write(dir: &Path, kmsg: &[KmsgRecord], result: &ScenarioResult) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let log: String = kmsg.iter().map(|r| r.to_dmesg_line() + "\n").collect();
+    fs::write(dir.join("kmsg.txt"), log)?;
+    if let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") {
+        fs::write(dir.join("mountinfo.txt"), mi)?;
+    }
+    fs::write(dir.join("processes.txt"), process_tree())?;
+    fs::write(
+        dir.join("result.json"),
+        serde_json::to_string_pretty(result).unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
+/// What the host can see of a scenario that ran out of time, taken before its namespace is
+/// killed: the mount table and processes of its pid 1 (`init`), their kernel stacks, and the
+/// kernel log since the scenario's marker.
+pub fn write_on_timeout(dir: &Path, name: &str, init: i32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    fs::create_dir_all(dir)?;
+    if let Ok(mi) = fs::read_to_string(format!("/proc/{init}/mountinfo")) {
+        fs::write(dir.join("mountinfo.txt"), mi)?;
+    }
+    let pid_ns = |pid: i32| {
+        fs::metadata(format!("/proc/{pid}/ns/pid"))
+            .map(|m| m.ino())
+            .ok()
+    };
+    let ns = pid_ns(init);
+    let mut tree = process_tree_where(|pid| ns.is_some() && pid_ns(pid) == ns);
+    for line in tree.clone().lines().skip(1) {
+        let Some(pid) = line.split('\t').next() else {
+            continue;
+        };
+        if let Ok(stack) = fs::read_to_string(format!("/proc/{pid}/stack")) {
+            let _ = write!(tree, "\n--- kernel stack of {pid}\n{stack}");
+        }
+    }
+    fs::write(dir.join("processes.txt"), tree)?;
+    let marker = format!("faultline: {name} begin ");
+    if let Ok(lines) = faultline_detect::kernel_log::read_live() {
+        let since = lines
+            .iter()
+            .rposition(|l| l.message.contains(&marker))
+            .map_or(0, |i| i + 1);
+        let log: String = lines[since..]
+            .iter()
+            .map(|l| format!("[{}] {}\n", l.when.as_deref().unwrap_or(""), l.message))
+            .collect();
+        fs::write(dir.join("kmsg.txt"), log)?;
+    }
+    Ok(())
+}
+
+/// `pid ppid state wchan cmdline` for every process this namespace's /proc shows.
+pub fn process_tree() -> String {
+    process_tree_where(|_| true)
+}
+
+fn process_tree_where(keep: impl Fn(i32) -> bool) -> String {
+    let mut out = String::from("PID\tPPID\tSTATE\tWCHAN\tCMDLINE\n");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut pids: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids.into_iter().filter(|p| keep(*p)) {
+        let base = format!("/proc/{pid}");
+        let Ok(stat) = fs::read_to_string(format!("{base}/stat")) else {
+            continue;
+        };
+        // comm may contain spaces and parentheses: the fields after the last ')' are fixed.
+        let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+        let mut f = after.split_whitespace();
+        let state = f.next().unwrap_or("?");
+        let ppid = f.next().unwrap_or("?");
+        let wchan = fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
+        let cmdline = fs::read(format!("{base}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{pid}\t{ppid}\t{state}\t{wchan}\t{}",
+            cmdline.trim_end()
+        );
+    }
+    out
+}

@@ -1,0 +1,191 @@
+//! The scenario contract. A scenario reads like an xfstests test: its module doc gives the
+//! symptom, where it was seen and the upstream reference; `requirements()` what the host needs;
+//! then per variant: build the environment, trigger, observe, run the detector, compare.
+//!
+//! The runner calls `run_variant` inside the scenario's own child process, which already has a
+//! private mount namespace (`/` rprivate), its own pid namespace, and a tmpfs scratch directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::requirement::Requirement;
+use faultline_detect::Finding;
+use faultline_sys::kernel::KernelVersion;
+use faultline_sys::kmsg::{KmsgCursor, KmsgRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expectation {
+    /// The bug must reproduce, and the detector must report it.
+    Reproduced,
+    /// The bug must not reproduce, and the detector must stay silent.
+    Clean,
+}
+
+impl Expectation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expectation::Reproduced => "reproduced",
+            Expectation::Clean => "clean",
+        }
+    }
+}
+
+/// One way of running the scenario, with what must happen on a given kernel.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub expected: Expectation,
+}
+
+impl Variant {
+    pub fn new(name: &'static str, summary: &'static str, expected: Expectation) -> Variant {
+        Variant {
+            name,
+            summary,
+            expected,
+        }
+    }
+}
+
+/// What one variant did: whether the symptom appeared, what was seen, what the detector said.
+#[derive(Debug, Clone, Default)]
+pub struct VariantOutcome {
+    pub reproduced: bool,
+    pub observed: serde_json::Value,
+    pub findings: Vec<Finding>,
+}
+
+/// A scenario option (`faultline run -o KEY=VALUE`), declared so that the command line can
+/// reject a misspelt key or a malformed value before anything is built.
+#[derive(Debug, Clone, Copy)]
+pub struct ScenarioOption {
+    pub key: &'static str,
+    pub help: &'static str,
+    /// `Err(why)` when a value cannot be used; see [`whole_number`].
+    pub check: fn(&str) -> Result<(), String>,
+}
+
+impl ScenarioOption {
+    /// `Err(one line)` when `value` does not fit this option.
+    pub fn validate(&self, value: &str) -> Result<(), String> {
+        (self.check)(value)
+            .map_err(|why| format!("option {}={value:?}: {why} ({})", self.key, self.help))
+    }
+}
+
+/// The check of options that are counts, sizes or milliseconds.
+pub fn whole_number(value: &str) -> Result<(), String> {
+    value
+        .parse::<u64>()
+        .map(|_| ())
+        .map_err(|_| "not a whole number".to_string())
+}
+
+/// Where a scenario can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In a child process with private namespaces on the host kernel (also inside the VM).
+    Namespace,
+    /// Only inside the VM backend's guest (needs kernel features the host may not have).
+    VmOnly,
+}
+
+pub trait Scenario: Sync {
+    /// Stable name, e.g. `hostpath-rename`.
+    fn name(&self) -> &'static str;
+    /// One line: the failure.
+    fn summary(&self) -> &'static str;
+    /// The detector that must agree with the scenario's own observation.
+    fn detector(&self) -> &'static str;
+    fn requirements(&self) -> Vec<Requirement>;
+    /// The variants and what each must do on `kernel`.
+    fn variants(&self, kernel: &KernelVersion) -> Vec<Variant>;
+    /// Build, trigger, observe and detect one variant. An `Err` is a harness error (setup
+    /// broke), never "the bug did not reproduce".
+    fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome>;
+    /// The variants of this run; the runner calls this one. Defaults to [`Scenario::variants`];
+    /// a scenario whose options change what runs overrides it (etxtbsy-exec-while-copy
+    /// replaces its built-in copiers with one `copier` variant when `--copier` is given).
+    fn variants_for(
+        &self,
+        kernel: &KernelVersion,
+        options: &BTreeMap<String, String>,
+    ) -> Vec<Variant> {
+        let _ = options;
+        self.variants(kernel)
+    }
+
+    /// The options this scenario reads from `Context::option`.
+    fn options(&self) -> &'static [ScenarioOption] {
+        &[]
+    }
+
+    /// Derived from the requirements, so "VM only" is said once (`Requirement::VmBackend`).
+    fn placement(&self) -> Placement {
+        let vm_only = self
+            .requirements()
+            .iter()
+            .any(|r| matches!(r, Requirement::VmBackend { .. }));
+        if vm_only {
+            Placement::VmOnly
+        } else {
+            Placement::Namespace
+        }
+    }
+    /// Upper bound for the whole scenario; the runner kills its namespace past it.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(180)
+    }
+}
+
+/// What a running scenario gets from the runner.
+pub struct Context {
+    pub scenario: String,
+    /// A tmpfs private to this scenario; gone when its namespace goes.
+    pub scratch: PathBuf,
+    pub kernel: KernelVersion,
+    /// Scenario-specific options from the command line (e.g. `copier`).
+    pub options: BTreeMap<String, String>,
+    /// `target/faultline/<scenario>/`, for artifacts kept on failure.
+    pub artifacts: PathBuf,
+    pub kmsg: Option<KmsgCursor>,
+}
+
+impl Context {
+    pub fn scratch(&self) -> &Path {
+        &self.scratch
+    }
+
+    /// A fresh directory for one variant under the scratch tmpfs.
+    pub fn variant_dir(&self, variant: &str) -> std::io::Result<PathBuf> {
+        let dir = self.scratch.join(variant);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key).map(String::as_str)
+    }
+
+    /// Kernel log records written since this scenario's marker (empty when /dev/kmsg is
+    /// unreadable; the reason is logged).
+    pub fn kmsg_since_marker(&mut self) -> Vec<KmsgRecord> {
+        match self.kmsg.as_mut() {
+            Some(cursor) => cursor.read_new().unwrap_or_else(|e| {
+                tracing::warn!("failed to read /dev/kmsg: {e}");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        }
+    }
+
+    /// A progress line for long steps (shown with -v).
+    pub fn progress(&self, msg: impl AsRef<str>) {
+        tracing::info!(scenario = %self.scenario, "{}", msg.as_ref());
+    }
+}

@@ -1,9 +1,0 @@
-//! A real FUSE file system for the scenarios: a passthrough tree served by a daemon process
-//! the harness starts, mounts through /dev/fuse itself (no libfuse, no fusermount), can slow
-//! down, and can SIGKILL while keeping the mount.
-
-pub mod daemon;
-pub mod passthrough;
-
-pub use daemon::{FuseConfig, FuseDaemon, FuseError};
-pub use passthrough::Latency;

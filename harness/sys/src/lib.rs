@@ -1,0 +1,21 @@
+//! faultline's leaf crate: what both the detectors (on live nodes) and the scenario harness
+//! need from the system. /proc and mount tables, mount namespaces, the kernel log, ext4's
+//! on-disk structures, the rpcbind client, process groups with bounded waits, and the
+//! registry of re-exec entry points. It depends on no other faultline crate.
+
+pub mod entry;
+pub mod error_chain;
+pub mod ext4;
+pub mod kernel;
+pub mod kmsg;
+pub mod mount_namespace;
+pub mod mountinfo;
+pub mod path;
+pub mod portmap;
+pub mod process;
+pub mod wait;
+
+pub use error_chain::error_chain;
+pub use kernel::KernelVersion;
+pub use process::ChildGroup;
+pub use wait::{wait_until, WaitError};
