@@ -1,16 +1,24 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use faultline_detect::{CheckInput, Detector};
+use faultline_detect::{CheckInput, Detector, DetectorReport, Finding};
 use serde_json::json;
 
 use crate::{fail_usage, UsageError};
 
+/// The exit codes of node-problem-detector's custom plugin protocol (0 OK, 1 NonOK, 2
+/// Unknown), so `check` can serve as such a plugin.
+const EXIT_CODES: &str = "\
+Exit codes: 1 a problem was found (even if some detector could not look everywhere); \
+otherwise 2 when a detector failed or could not look everywhere (partial: the answer is \
+unknown, not clean); 0 only when every detector that ran looked everywhere and found nothing.";
+
 #[derive(clap::Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct Args {
     /// Detectors to run (default: all that apply here).
     names: Vec<String>,
-    /// Print `{"findings": [...]}` as JSON.
+    /// Print `{"findings": [...], "detectors": [...]}` as JSON.
     #[arg(long)]
     json: bool,
     /// Read a saved kernel log (dmesg, dmesg -T, journalctl -k) instead of /dev/kmsg.
@@ -19,6 +27,14 @@ pub struct Args {
     /// A directory to examine (repeatable; htree-capacity).
     #[arg(long, value_name = "DIR")]
     path: Vec<PathBuf>,
+}
+
+/// What became of one detector.
+enum Outcome {
+    NotRun(String),
+    Ran(DetectorReport),
+    /// It failed; the other detectors' answers still stand.
+    Failed(String),
 }
 
 pub fn run(args: Args) -> Result<ExitCode, UsageError> {
@@ -54,46 +70,107 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
     let explicit = !named.is_empty();
     let chosen = if explicit { named } else { all };
 
-    let mut findings = Vec::new();
-    let mut ran = Vec::new();
+    let mut outcomes = Vec::new();
     for d in chosen {
-        if let Err(reason) = d.applicable(&input) {
-            if explicit {
-                return fail_usage(format!("{}: {reason}", d.name()));
-            }
-            ran.push(json!({"name": d.name(), "ran": false, "reason": reason}));
-            continue;
-        }
-        match d.check(&input) {
-            Ok(f) => {
-                ran.push(json!({"name": d.name(), "ran": true, "findings": f.len()}));
-                findings.extend(f);
-            }
-            Err(e) => {
-                return fail_usage(format!("{}: {}", d.name(), faultline_sys::error_chain(&e)))
-            }
-        }
+        let outcome = match d.applicable(&input) {
+            Err(reason) if explicit => return fail_usage(format!("{}: {reason}", d.name())),
+            Err(reason) => Outcome::NotRun(reason),
+            Ok(()) => match d.check(&input) {
+                Ok(report) => Outcome::Ran(report),
+                Err(e) => Outcome::Failed(faultline_sys::error_chain(&e)),
+            },
+        };
+        outcomes.push((d.name(), outcome));
     }
+    let findings: Vec<&Finding> = outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Ran(r) => Some(&r.findings),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let incomplete = outcomes.iter().any(|(_, o)| match o {
+        Outcome::Ran(r) => r.is_partial(),
+        Outcome::Failed(_) => true,
+        Outcome::NotRun(_) => false,
+    });
     if args.json {
-        let doc = json!({"findings": findings, "detectors": ran});
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
-    } else if findings.is_empty() {
-        println!("no findings");
+        print_json(&findings, &outcomes);
     } else {
-        print!("{}", faultline_core::output::text::findings(&findings));
+        print_text(&findings, &outcomes, incomplete);
     }
-    if !args.json {
-        for r in ran.iter().filter(|r| r["ran"] == false) {
-            eprintln!(
-                "faultline: {} not run: {}",
-                r["name"].as_str().unwrap_or(""),
-                r["reason"].as_str().unwrap_or("")
-            );
+    Ok(ExitCode::from(exit_code(!findings.is_empty(), incomplete)))
+}
+
+/// node-problem-detector's rule: a problem found is a problem (1) even when something else
+/// could not be looked at; without one, an incomplete look is Unknown (2), never OK (0).
+fn exit_code(found: bool, incomplete: bool) -> u8 {
+    match (found, incomplete) {
+        (true, _) => 1,
+        (false, true) => 2,
+        (false, false) => 0,
+    }
+}
+
+fn print_json(findings: &[&Finding], outcomes: &[(&str, Outcome)]) {
+    let detectors: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(name, o)| match o {
+            Outcome::NotRun(reason) => json!({"name": name, "ran": false, "reason": reason}),
+            Outcome::Failed(error) => json!({"name": name, "ran": true, "error": error}),
+            Outcome::Ran(r) if r.is_partial() => json!({
+                "name": name,
+                "ran": true,
+                "findings": r.findings.len(),
+                "partial": true,
+                "unreadable": r.unreadable,
+            }),
+            Outcome::Ran(r) => json!({
+                "name": name,
+                "ran": true,
+                "findings": r.findings.len(),
+                "partial": false,
+            }),
+        })
+        .collect();
+    let doc = json!({"findings": findings, "detectors": detectors});
+    println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+}
+
+/// The answer on stdout (findings, or that there are none, and what could not be looked at);
+/// detectors that failed or did not run on stderr, one line each.
+fn print_text(findings: &[&Finding], outcomes: &[(&str, Outcome)], incomplete: bool) {
+    if !findings.is_empty() {
+        let owned: Vec<Finding> = findings.iter().map(|f| (*f).clone()).collect();
+        print!("{}", faultline_core::output::text::findings(&owned));
+    } else if incomplete {
+        println!("no findings, but the check is incomplete (see below): the answer is unknown");
+    } else {
+        println!("no findings");
+    }
+    for (name, o) in outcomes {
+        match o {
+            Outcome::Ran(r) => {
+                for u in &r.unreadable {
+                    println!("partial: {name}: {u}");
+                }
+            }
+            Outcome::Failed(error) => eprintln!("faultline: {name} failed: {error}"),
+            Outcome::NotRun(reason) => eprintln!("faultline: {name} not run: {reason}"),
         }
     }
-    Ok(if findings.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+
+    #[test]
+    fn a_problem_wins_then_unknown_then_ok() {
+        assert_eq!(exit_code(true, true), 1);
+        assert_eq!(exit_code(true, false), 1);
+        assert_eq!(exit_code(false, true), 2);
+        assert_eq!(exit_code(false, false), 0);
+    }
 }

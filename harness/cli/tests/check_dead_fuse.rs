@@ -139,3 +139,28 @@ fn check_reports_killed_bindfs_and_its_bind_in_another_namespace() {
         "--path let others through: {narrowed:#?}"
     );
 }
+
+/// As an unprivileged user the check cannot read the holder's mount namespace: it must not
+/// answer "no findings" (exit 0) but report partial and exit 2.
+#[test]
+fn unprivileged_check_is_partial_never_clean() {
+    require_runnable();
+    common::require(&[faultline_core::Requirement::binary("setpriv", "util-linux")]);
+    let s = setup();
+    let dir = s.dir.path().to_str().unwrap();
+    assert_reported(&check(&["--path", dir]), &s);
+
+    let (code, doc, stderr) = common::check_unprivileged("dead-fuse", &["--path", dir]);
+    let entry = common::detector_entry(&doc, "dead-fuse");
+    assert_eq!(entry["partial"], true, "{doc}");
+    assert!(
+        entry["unreadable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u.as_str().unwrap().contains("mount namespace")),
+        "{doc}"
+    );
+    assert_eq!(doc["findings"], serde_json::json!([]), "{doc}");
+    assert_eq!(code, Some(2), "{doc}\n{stderr}");
+}

@@ -131,3 +131,46 @@ fn check_cli_reports_stale_bind_and_ignores_healthy_bind() {
     let findings = common::check_findings("stale-bind", &[]);
     assert_reported(&findings, &s);
 }
+
+/// As an unprivileged user the check cannot read root's processes' mount namespaces, so it
+/// cannot see the stale bind root sees: it must say its answer is partial, and exit 2
+/// (Unknown), never 0 ("no findings").
+#[test]
+fn unprivileged_check_is_partial_never_clean() {
+    require_runnable();
+    common::require(&[faultline_core::Requirement::binary("setpriv", "util-linux")]);
+    let s = setup();
+    // Root sees it (the other tests check the details).
+    assert!(!common::check_findings("stale-bind", &[]).is_empty());
+
+    let (code, doc, stderr) = common::check_unprivileged("stale-bind", &[]);
+    let entry = common::detector_entry(&doc, "stale-bind");
+    assert_eq!(entry["ran"], true, "{doc}");
+    assert_eq!(entry["partial"], true, "{doc}");
+    let unreadable: Vec<&str> = entry["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(
+        unreadable.iter().any(
+            |u| u.contains("mount namespace") && u.ends_with("permission denied (run as root)")
+        ),
+        "{unreadable:?}"
+    );
+    let target = s.stale_target().display().to_string();
+    assert!(
+        !doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["subject"] == target.as_str()),
+        "nobody cannot see into the holder's namespace, yet: {doc}"
+    );
+    assert_eq!(
+        code,
+        Some(2),
+        "a partial answer with nothing found is Unknown: {doc}\n{stderr}"
+    );
+}

@@ -71,7 +71,10 @@ fn list_json_names_every_scenario_with_runnability() {
 
 #[test]
 fn ext4_index_full_finds_the_directory_in_saved_kernel_logs() {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../detect/tests/fixtures/ext4/");
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../detect/tests/fixtures/ext4/"
+    );
     for capture in [
         "kmsg-dmesg.txt",
         "kmsg-dmesg-T.txt",
@@ -123,11 +126,96 @@ fn closed_stdout_ends_quietly() {
 
 #[test]
 fn htree_capacity_rejects_a_directory_not_on_ext4() {
-    // /proc is never ext4: a usage error, one line, exit 2.
+    // /proc is never ext4: an error, one line, exit 2.
     let out = faultline(&["check", "htree-capacity", "--path", "/proc"]);
     assert_eq!(out.status.code(), Some(2));
     let err = one_line_error(&out);
     assert!(err.contains("is not on ext4"), "{err}");
+}
+
+/// A kernel log captured on a node with lockd trouble and no ext4 warnings.
+const CLEAN_EXT4_LOG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../detect/src/testdata/nfs_lockd_dmesg_seed002.txt"
+);
+
+fn detectors(doc: &serde_json::Value) -> &Vec<serde_json::Value> {
+    doc["detectors"].as_array().expect("detectors[]")
+}
+
+/// One detector's error is recorded on it; the others' answers are printed. With nothing
+/// found and one detector failed, the honest summary is Unknown (2).
+#[test]
+fn one_detector_error_keeps_the_others_answers() {
+    let out = faultline(&[
+        "check",
+        "htree-capacity",
+        "ext4-index-full",
+        "--path",
+        "/proc",
+        "--kmsg-file",
+        CLEAN_EXT4_LOG,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no JSON on stdout ({e}): {stdout:?}"));
+    let d = detectors(&doc);
+    assert_eq!(d.len(), 2, "{doc}");
+    assert_eq!(d[0]["name"], "htree-capacity");
+    assert!(
+        d[0]["error"].as_str().unwrap().contains("is not on ext4"),
+        "{doc}"
+    );
+    assert_eq!(d[1]["name"], "ext4-index-full");
+    assert_eq!(d[1]["ran"], true);
+    assert_eq!(d[1]["findings"], 0);
+    assert_eq!(d[1]["partial"], false);
+    assert_eq!(doc["findings"], serde_json::json!([]));
+    assert_eq!(out.status.code(), Some(2), "{doc}");
+
+    // The same as text: the answer on stdout, the failed detector on stderr in one line.
+    let out = faultline(&[
+        "check",
+        "htree-capacity",
+        "ext4-index-full",
+        "--path",
+        "/proc",
+        "--kmsg-file",
+        CLEAN_EXT4_LOG,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("incomplete"), "{stdout}");
+    assert!(!stdout.starts_with("no findings\n"), "{stdout}");
+    let err = one_line_error(&out);
+    assert!(err.contains("htree-capacity failed: "), "{err}");
+}
+
+/// `check --path /proc` used to print nothing: htree-capacity's error hid every other answer.
+#[test]
+fn check_path_proc_prints_every_detector() {
+    let out = faultline(&["check", "--path", "/proc", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no JSON on stdout ({e}): {stdout:?}"));
+    let d = detectors(&doc);
+    let names: Vec<&str> = d.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"stale-bind") && names.contains(&"hung-task"),
+        "{names:?}"
+    );
+    let htree = d.iter().find(|e| e["name"] == "htree-capacity").unwrap();
+    assert!(htree["error"].as_str().unwrap().contains("is not on ext4"));
+    for e in d
+        .iter()
+        .filter(|e| e["ran"] == true && e["error"].is_null())
+    {
+        assert!(e["findings"].is_u64() && e["partial"].is_boolean(), "{e}");
+    }
+    // A problem found elsewhere on this node makes it 1; otherwise the error makes it 2.
+    let found = !doc["findings"].as_array().unwrap().is_empty();
+    assert_eq!(out.status.code(), Some(if found { 1 } else { 2 }), "{doc}");
 }
 
 #[test]

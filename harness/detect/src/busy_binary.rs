@@ -30,11 +30,12 @@ use serde_json::json;
 pub use classify::{
     classify, Classification, CopierOutcome, DirEvent, Replacement, Strategy, ETXTBSY,
 };
-pub use live::{executors, replaced_under_running, writers_of_running_files};
+pub use live::{executors, replaced_under_running, writers_of_running_files, Running};
 pub use watch::{DirWatch, WatchError, WATCH_MASK};
 
 use crate::finding::{Finding, Severity};
-use crate::{CheckInput, DetectError, Detector};
+use crate::{CheckInput, DetectError, Detector, DetectorReport};
+use faultline_sys::proc::STAT;
 
 pub const NAME: &str = "busy-binary";
 
@@ -115,7 +116,7 @@ impl Detector for BusyBinary {
         }
     }
 
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
+    fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError> {
         // /proc shows absolute, symlink-free paths; compare against the same form.
         let mut dirs = Vec::new();
         for dir in &input.paths {
@@ -129,15 +130,14 @@ impl Detector for BusyBinary {
                 }
             }
         }
-        let input = CheckInput {
-            paths: dirs,
-            ..input.clone()
-        };
-        let mut findings = writers_of_running_files(&input)?;
-        if !input.paths.is_empty() {
-            findings.extend(replaced_under_running(&input.proc_root, &input.paths));
+        let snap = input.processes()?;
+        let mut gaps = snap.gaps().select(&[STAT]);
+        let running = Running::look(&snap, &dirs, &mut gaps);
+        let mut findings = writers_of_running_files(&snap, &running, &mut gaps);
+        if !dirs.is_empty() {
+            findings.extend(replaced_under_running(&running, &dirs));
         }
-        Ok(findings)
+        Ok(DetectorReport::new(findings, &gaps))
     }
 }
 

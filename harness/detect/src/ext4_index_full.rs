@@ -47,9 +47,9 @@ impl Detector for Ext4IndexFull {
             .map_err(|e| format!("cannot read /dev/kmsg ({e}); pass --kmsg-file FILE"))
     }
 
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
+    fn check(&self, input: &CheckInput) -> Result<crate::DetectorReport, DetectError> {
         let lines = kernel_log::load(input)?;
-        Ok(findings(&lines, &input.proc_root, PATH_SEARCH_BUDGET))
+        Ok(findings(&lines, &input.proc_root, PATH_SEARCH_BUDGET).into())
     }
 }
 

@@ -47,7 +47,7 @@ impl Detector for HtreeCapacity {
         Ok(())
     }
 
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
+    fn check(&self, input: &CheckInput) -> Result<crate::DetectorReport, DetectError> {
         if input.paths.is_empty() {
             return Err(DetectError::Usage("htree-capacity needs --path DIR".into()));
         }
@@ -65,7 +65,7 @@ impl Detector for HtreeCapacity {
             );
             out.extend(usage.finding());
         }
-        Ok(out)
+        Ok(out.into())
     }
 }
 

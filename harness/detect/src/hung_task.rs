@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{CheckInput, DetectError, Detector};
+use super::{CheckInput, DetectError, Detector, DetectorReport};
 use crate::finding::{Finding, Severity};
+use faultline_sys::proc::{Gaps, Item, Snapshot, STAT, TASKS};
 
 pub const NAME: &str = "hung-task";
 
@@ -137,7 +138,8 @@ pub fn classify(stack: &[String], wchan: &str) -> BlockClass {
 struct DTask {
     pid: i32,
     comm: String,
-    switches: u64,
+    switches: Option<u64>,
+    kernel_thread: bool,
 }
 
 /// The tasks in D state at one moment; see the module doc for how a second look turns this
@@ -146,6 +148,15 @@ struct DTask {
 pub struct DSample {
     taken: Instant,
     tasks: HashMap<i32, DTask>,
+}
+
+/// A task in D in a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DTaskId<'a> {
+    pub pid: i32,
+    pub tid: i32,
+    pub comm: &'a str,
+    pub kernel_thread: bool,
 }
 
 /// A task blocked for at least `blocked_for`.
@@ -160,42 +171,60 @@ pub struct BlockedTask {
     pub blocked_for_ms: u64,
 }
 
-fn read_err(what: &Path, e: impl std::fmt::Display) -> DetectError {
-    DetectError::Read {
-        what: what.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
-    }
+/// `/proc/PID/task/TID/stack`: readable by root only (CAP_SYS_ADMIN, proc(5)).
+pub const KERNEL_STACK: Item = Item {
+    what: "the kernel stack (/proc/PID/task/TID/stack)",
+    of: "tasks in D state",
+};
+
+/// What the kernel says a task waits in: its wchan (`0` or empty without ptrace access) and
+/// its kernel stack's functions, innermost first (empty when it could not be read; `gaps`
+/// says why).
+pub fn kernel_view(
+    proc_root: &Path,
+    pid: i32,
+    tid: i32,
+    gaps: &mut Gaps,
+) -> (String, Option<String>) {
+    let dir = proc_root
+        .join(pid.to_string())
+        .join("task")
+        .join(tid.to_string());
+    let wchan = std::fs::read_to_string(dir.join("wchan")).unwrap_or_default();
+    let stack = gaps.read(
+        KERNEL_STACK,
+        tid.into(),
+        std::fs::read_to_string(dir.join("stack")),
+    );
+    (wchan.trim().to_string(), stack)
 }
 
 impl DSample {
+    /// A fresh walk of `proc_root`.
     pub fn take(proc_root: &Path) -> Result<DSample, DetectError> {
-        let procs = procfs::process::all_processes_with_root(proc_root)
-            .map_err(|e| read_err(proc_root, e))?;
+        Ok(DSample::of(&Snapshot::take(proc_root)?))
+    }
+
+    /// The tasks in D in `snap`.
+    pub fn of(snap: &Snapshot) -> DSample {
         let mut tasks = HashMap::new();
-        for p in procs.flatten() {
-            let Ok(threads) = p.tasks() else { continue };
-            for t in threads.flatten() {
-                let Ok(stat) = t.stat() else { continue };
-                if stat.state != 'D' {
-                    continue;
-                }
-                let Ok(status) = t.status() else { continue };
-                let switches = status.voluntary_ctxt_switches.unwrap_or(0)
-                    + status.nonvoluntary_ctxt_switches.unwrap_or(0);
+        for p in snap.processes() {
+            for t in p.tasks.iter().filter(|t| t.state == 'D') {
                 tasks.insert(
                     t.tid,
                     DTask {
-                        pid: t.pid,
-                        comm: stat.comm,
-                        switches,
+                        pid: p.pid,
+                        comm: t.comm.clone(),
+                        switches: t.switches,
+                        kernel_thread: p.kernel_thread,
                     },
                 );
             }
         }
-        Ok(DSample {
-            taken: Instant::now(),
+        DSample {
+            taken: snap.taken(),
             tasks,
-        })
+        }
     }
 
     /// How many tasks were in D.
@@ -207,39 +236,60 @@ impl DSample {
         self.tasks.is_empty()
     }
 
+    /// The tasks in D, by tid.
+    pub fn tasks(&self) -> Vec<DTaskId<'_>> {
+        let mut out: Vec<DTaskId> = self
+            .tasks
+            .iter()
+            .map(|(tid, t)| DTaskId {
+                pid: t.pid,
+                tid: *tid,
+                comm: &t.comm,
+                kernel_thread: t.kernel_thread,
+            })
+            .collect();
+        out.sort_by_key(|t| t.tid);
+        out
+    }
+
     /// Tasks in D now that were in D at this sample and never ran since.
     pub fn still_blocked(&self, proc_root: &Path) -> Result<Vec<BlockedTask>, DetectError> {
         let now = DSample::take(proc_root)?;
-        let blocked_for = now.taken.duration_since(self.taken);
+        Ok(self.blocked_until(&now, proc_root, &mut Gaps::new()))
+    }
+
+    /// Tasks in D at `now` that were in D at this sample and never ran in between, with
+    /// their kernel stacks (`gaps` records those that could not be read).
+    pub fn blocked_until(
+        &self,
+        now: &DSample,
+        proc_root: &Path,
+        gaps: &mut Gaps,
+    ) -> Vec<BlockedTask> {
+        let blocked_for = now.taken.saturating_duration_since(self.taken);
         let mut out = Vec::new();
         for (tid, t) in &now.tasks {
             let Some(before) = self.tasks.get(tid) else {
                 continue;
             };
-            if before.switches != t.switches {
+            if before.switches.is_none() || before.switches != t.switches {
                 continue;
             }
-            let dir = proc_root
-                .join(t.pid.to_string())
-                .join("task")
-                .join(tid.to_string());
-            let wchan = std::fs::read_to_string(dir.join("wchan")).unwrap_or_default();
-            // Needs root (CAP_SYS_ADMIN); without it the class comes from wchan alone.
-            let stack = std::fs::read_to_string(dir.join("stack"))
-                .map(|s| parse_stack(&s))
-                .unwrap_or_default();
+            let (wchan, stack) = kernel_view(proc_root, t.pid, *tid, gaps);
+            // Without the stack the class comes from wchan alone.
+            let stack = stack.map(|s| parse_stack(&s)).unwrap_or_default();
             out.push(BlockedTask {
                 pid: t.pid,
                 tid: *tid,
                 comm: t.comm.clone(),
-                class: classify(&stack, wchan.trim()),
-                wchan: wchan.trim().to_string(),
+                class: classify(&stack, &wchan),
+                wchan,
                 stack,
                 blocked_for_ms: blocked_for.as_millis() as u64,
             });
         }
         out.sort_by_key(|b| b.tid);
-        Ok(out)
+        out
     }
 }
 
@@ -305,18 +355,25 @@ impl Detector for HungTask {
     fn summary(&self) -> &'static str {
         "tasks in uninterruptible sleep (D) for longer than a threshold, classified by kernel stack"
     }
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
-        let first = DSample::take(&input.proc_root)?;
+    fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError> {
+        let snap = input.processes()?;
+        let mut gaps = snap.gaps().select(&[STAT, TASKS]);
+        let first = DSample::of(&snap);
         if first.is_empty() {
-            return Ok(Vec::new());
+            return Ok(DetectorReport::new(Vec::new(), &gaps));
         }
-        // The measurement interval itself, not a synchronisation sleep.
-        std::thread::sleep(self.interval());
-        Ok(first
-            .still_blocked(&input.proc_root)?
+        // The measurement interval itself, not a synchronisation sleep; the run's shared
+        // snapshot may be older than that already.
+        if let Some(rest) = self.interval().checked_sub(first.taken.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        let now = DSample::take(&input.proc_root)?;
+        let findings = first
+            .blocked_until(&now, &input.proc_root, &mut gaps)
             .iter()
             .map(BlockedTask::finding)
-            .collect())
+            .collect();
+        Ok(DetectorReport::new(findings, &gaps))
     }
 }
 

@@ -9,6 +9,9 @@ pub mod kernel_log;
 pub mod nfs_lock_manager;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use faultline_sys::proc::{Gaps, Snapshot, SnapshotError};
 
 pub mod hung_task;
 pub mod orphan_shim;
@@ -30,6 +33,8 @@ pub struct CheckInput {
     pub paths: Vec<PathBuf>,
     /// Where procfs is mounted (tests point it elsewhere only for unit-level parsing).
     pub proc_root: PathBuf,
+    /// The one walk of `proc_root` that every detector of this run shares.
+    pub processes: OnceLock<Arc<Snapshot>>,
 }
 
 impl Default for CheckInput {
@@ -38,7 +43,66 @@ impl Default for CheckInput {
             kmsg_file: None,
             paths: Vec::new(),
             proc_root: PathBuf::from("/proc"),
+            processes: OnceLock::new(),
         }
+    }
+}
+
+impl CheckInput {
+    /// The processes under `proc_root`, walked by the first detector that asks.
+    pub fn processes(&self) -> Result<Arc<Snapshot>, DetectError> {
+        if let Some(s) = self.processes.get() {
+            return Ok(s.clone());
+        }
+        let snap = Arc::new(Snapshot::take(&self.proc_root)?);
+        Ok(self.processes.get_or_init(|| snap).clone())
+    }
+}
+
+/// What one detector found, and what it could not look at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectorReport {
+    pub findings: Vec<Finding>,
+    /// What it could not read, one sentence each ("could not read the mount namespace
+    /// (/proc/PID/ns/mnt) of 37 of 212 processes: permission denied (run as root)"). Not
+    /// empty means the answer is partial: no finding there is not "nothing wrong".
+    pub unreadable: Vec<String>,
+}
+
+impl DetectorReport {
+    /// Findings from a look that read everything it needed.
+    pub fn complete(findings: Vec<Finding>) -> DetectorReport {
+        DetectorReport {
+            findings,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Findings, partial when `gaps` holds a failed read.
+    pub fn new(findings: Vec<Finding>, gaps: &Gaps) -> DetectorReport {
+        DetectorReport {
+            findings,
+            unreadable: gaps.messages(),
+        }
+    }
+
+    pub fn is_partial(&self) -> bool {
+        !self.unreadable.is_empty()
+    }
+
+    /// The findings alone, for a scenario: it runs as root in its own pid namespace, where a
+    /// gap means a process exited oddly, so the gaps are logged rather than returned.
+    pub fn into_findings(self, detector: &str) -> Vec<Finding> {
+        for u in &self.unreadable {
+            tracing::warn!("{detector}: partial: {u}");
+        }
+        self.findings
+    }
+}
+
+impl From<Vec<Finding>> for DetectorReport {
+    fn from(findings: Vec<Finding>) -> Self {
+        DetectorReport::complete(findings)
     }
 }
 
@@ -52,6 +116,8 @@ pub enum DetectError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Processes(#[from] SnapshotError),
 }
 
 pub trait Detector: Sync {
@@ -63,7 +129,10 @@ pub trait Detector: Sync {
         let _ = input;
         Ok(())
     }
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError>;
+    /// What the detector finds. A detector that could not read everything it should have
+    /// (another user's processes, a kernel stack without root) says so in the report's
+    /// `unreadable`, and still returns what it found.
+    fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError>;
 }
 
 /// Every detector, in the order DESIGN.md lists them.

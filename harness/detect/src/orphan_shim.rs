@@ -18,9 +18,9 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{CheckInput, DetectError, Detector};
+use super::{CheckInput, DetectError, Detector, DetectorReport};
 use crate::finding::{Finding, Severity};
-use faultline_sys::mount_namespace::path_in_root;
+use faultline_sys::proc::{describe, Gaps, Item, ProcessEntry, Snapshot, STAT};
 
 pub const NAME: &str = "orphan-shim";
 
@@ -31,6 +31,19 @@ pub const SHIM_NAMES: &[&str] = &[
 ];
 
 pub const V2_TASK_ROOT: &str = "/run/containerd/io.containerd.runtime.v2.task";
+
+/// `/proc/PID/cmdline`, read by pid (see `faultline_sys::proc` for why not in the walk).
+const CMDLINE: Item = Item {
+    what: "the command line (/proc/PID/cmdline)",
+    of: "processes",
+};
+
+/// A shim's task directory looked up through its root, which needs ptrace read access; when
+/// denied, it is looked up in this process's view instead, which may be another namespace's.
+const SHIM_ROOT: Item = Item {
+    what: "the task directory through the shim's root (/proc/PID/root)",
+    of: "shims",
+};
 
 /// A shim's command line, as containerd writes it (Go flag syntax: `-flag value`,
 /// `-flag=value`, one or two dashes).
@@ -120,99 +133,113 @@ impl OrphanShim {
     }
 }
 
-/// `path` as the process `pid` sees it (through its root), falling back to our own view
-/// when its root cannot be entered (a process in another user namespace, or gone).
-fn exists_for(proc_root: &Path, pid: i32, path: &Path) -> bool {
-    let root = proc_root.join(pid.to_string()).join("root");
-    match std::fs::symlink_metadata(&root) {
-        Ok(_) => match std::fs::symlink_metadata(path_in_root(proc_root, pid, path)) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => path.exists(),
-            Err(_) => false,
-        },
-        Err(_) => path.exists(),
+/// Whether `path` exists as the process `pid` sees it (through its root); `None` when the
+/// process is gone. When its root cannot be entered (another user's process), our own view
+/// answers, and `gaps` says so.
+fn exists_for(snap: &Snapshot, pid: i32, path: &Path, gaps: &mut Gaps) -> Option<bool> {
+    gaps.tried(SHIM_ROOT);
+    match std::fs::symlink_metadata(snap.path_in_root(pid, path)) {
+        Ok(_) => Some(true),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            gaps.failed(SHIM_ROOT, pid.into(), describe(&e));
+            Some(path.exists())
+        }
+        Err(_) => snap.dir(pid).exists().then_some(false),
     }
 }
 
 impl OrphanShim {
     /// Why the shim's task is gone, or `None` if it still has one (or we cannot tell).
-    pub fn task_gone(&self, proc_root: &Path, pid: i32, shim: &ShimArgs) -> Option<String> {
+    pub fn task_gone(
+        &self,
+        snap: &Snapshot,
+        pid: i32,
+        shim: &ShimArgs,
+        gaps: &mut Gaps,
+    ) -> Option<String> {
         if let Some(workdir) = &shim.workdir {
             let w = Path::new(workdir);
-            return (!exists_for(proc_root, pid, w))
+            return (!exists_for(snap, pid, w, gaps)?)
                 .then(|| format!("its workdir {workdir} no longer exists"));
         }
         if let (Some(id), Some(ns)) = (&shim.id, &shim.namespace) {
             let bundle = Path::new(self.v2_root).join(ns).join(id);
-            return (!exists_for(proc_root, pid, &bundle))
+            return (!exists_for(snap, pid, &bundle, gaps)?)
                 .then(|| format!("it has no bundle under {}", bundle.display()));
         }
         None
     }
 
-    /// Every orphaned shim visible under `proc_root`.
-    pub fn scan(&self, proc_root: &Path) -> Result<Vec<Finding>, DetectError> {
-        let procs =
-            procfs::process::all_processes_with_root(proc_root).map_err(|e| DetectError::Read {
-                what: format!("{}", proc_root.display()),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let uptime = std::fs::read_to_string(proc_root.join("uptime"))
+    /// Every orphaned shim in `snap`, and what could not be read.
+    pub fn report(&self, snap: &Snapshot) -> DetectorReport {
+        let mut gaps = snap.gaps().select(&[STAT]);
+        let uptime = std::fs::read_to_string(snap.proc_root().join("uptime"))
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
-        let tps = procfs::ticks_per_second() as f64;
         let names = self.names();
         let mut findings = Vec::new();
-        for p in procs.flatten() {
-            // Processes come and go during the scan; a vanished one is simply skipped.
-            let Ok(argv) = p.cmdline() else { continue };
+        for p in snap.user_processes() {
+            let Some(argv) = gaps.read(CMDLINE, p.pid.into(), snap.cmdline(p.pid)) else {
+                continue;
+            };
             let Some(shim) = ShimArgs::parse(&argv, &names) else {
                 continue;
             };
-            let Some(why) = self.task_gone(proc_root, p.pid, &shim) else {
+            let Some(why) = self.task_gone(snap, p.pid, &shim, &mut gaps) else {
                 continue;
             };
-            let age_s = p
-                .stat()
-                .ok()
-                .zip(uptime)
-                .map(|(st, up)| (up - st.starttime as f64 / tps).max(0.0).round() as u64);
-            let id = shim.container_id().unwrap_or_else(|| "?".into());
-            let ns = shim.namespace.clone().unwrap_or_else(|| "?".into());
-            let age_text = age_s
-                .map(|a| format!(", running for {a}s"))
-                .unwrap_or_default();
-            findings.push(
-                Finding::new(
-                    NAME,
-                    Severity::Warning,
-                    format!("{} {id}", shim.binary),
-                    format!(
-                        "{} pid {} for container {id} (namespace {ns}) is orphaned: {why}{age_text}",
-                        shim.binary, p.pid
-                    ),
-                    format!(
-                        "the runtime gave up on this task (look for \"context deadline exceeded\" in containerd's log for {id}); \
-                         check the shim is not still blocked in umount (state D, /proc/{}/stack), then kill it: kill {}",
-                        p.pid, p.pid
-                    ),
-                )
-                .with_pid(p.pid)
-                .with_evidence(json!({
-                    "pid": p.pid,
-                    "id": id,
-                    "namespace": ns,
-                    "age_s": age_s,
-                    "binary": shim.binary,
-                    "workdir": shim.workdir,
-                    "address": shim.address,
-                    "cmdline": argv,
-                    "reason": why,
-                })),
-            );
+            findings.push(orphan_finding(p, &argv, &shim, &why, uptime));
         }
-        Ok(findings)
+        DetectorReport::new(findings, &gaps)
     }
+
+    /// [`OrphanShim::report`]'s findings on a fresh walk of `proc_root` (for a scenario; see
+    /// [`DetectorReport::into_findings`]).
+    pub fn scan(&self, proc_root: &Path) -> Result<Vec<Finding>, DetectError> {
+        Ok(self.report(&Snapshot::take(proc_root)?).into_findings(NAME))
+    }
+}
+
+fn orphan_finding(
+    p: &ProcessEntry,
+    argv: &[String],
+    shim: &ShimArgs,
+    why: &str,
+    uptime: Option<f64>,
+) -> Finding {
+    let tps = procfs::ticks_per_second() as f64;
+    let age_s = uptime.map(|up| (up - p.starttime as f64 / tps).max(0.0).round() as u64);
+    let id = shim.container_id().unwrap_or_else(|| "?".into());
+    let ns = shim.namespace.clone().unwrap_or_else(|| "?".into());
+    let age_text = age_s
+        .map(|a| format!(", running for {a}s"))
+        .unwrap_or_default();
+    Finding::new(
+        NAME,
+        Severity::Warning,
+        format!("{} {id}", shim.binary),
+        format!(
+            "{} pid {} for container {id} (namespace {ns}) is orphaned: {why}{age_text}",
+            shim.binary, p.pid
+        ),
+        format!(
+            "the runtime gave up on this task (look for \"context deadline exceeded\" in containerd's log for {id}); \
+             check the shim is not still blocked in umount (state D, /proc/{}/stack), then kill it: kill {}",
+            p.pid, p.pid
+        ),
+    )
+    .with_pid(p.pid)
+    .with_evidence(json!({
+        "pid": p.pid,
+        "id": id,
+        "namespace": ns,
+        "age_s": age_s,
+        "binary": shim.binary,
+        "workdir": shim.workdir,
+        "address": shim.address,
+        "cmdline": argv,
+        "reason": why,
+    }))
 }
 
 impl Detector for OrphanShim {
@@ -222,8 +249,8 @@ impl Detector for OrphanShim {
     fn summary(&self) -> &'static str {
         "containerd shims whose task is gone (runtime gave up after a deadline; the shim stays forever)"
     }
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
-        self.scan(&input.proc_root)
+    fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError> {
+        Ok(self.report(&*input.processes()?))
     }
 }
 

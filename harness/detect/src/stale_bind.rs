@@ -7,8 +7,6 @@
 //! from one of its processes, and suspicious mounts are stat'ed through that process's root
 //! (`/proc/PID/root/<mount point>`), which is also how a person can still reach the old content.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -16,9 +14,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::finding::{Finding, Severity};
-use crate::{CheckInput, DetectError, Detector};
-use faultline_sys::mount_namespace::{mount_namespaces, path_in_root, MountNamespace};
+use crate::{CheckInput, DetectError, Detector, DetectorReport};
 use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
+use faultline_sys::proc::{Gaps, Item, NamespaceTable, Snapshot, MOUNT_NS, STAT};
+use faultline_sys::statx::{statx, Statx};
 
 pub const NAME: &str = "stale-bind";
 
@@ -31,6 +30,12 @@ const STAT_LIMIT: Duration = Duration::from_secs(2);
 
 /// At most this many pids are listed in a finding's evidence (the count is always given).
 const MAX_PIDS_SHOWN: usize = 32;
+
+/// A bind mount looked at through `/proc/PID/root` (which needs ptrace read access).
+const THROUGH_ROOT: Item = Item {
+    what: "the bound file, through /proc/PID/root,",
+    of: "partial bind mounts",
+};
 
 /// File system types whose stat may hang or go to a server: only stat'ed when the kernel has
 /// already marked the bind's root `//deleted` (the dead-fuse and nfs detectors cover them).
@@ -54,48 +59,49 @@ impl Detector for StaleBind {
         "bind mounts (hostPath type: File) pinned to a file the host has replaced: containers read old content"
     }
 
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
-        scan(&input.proc_root)
+    fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError> {
+        Ok(report(&*input.processes()?))
     }
 }
 
-/// Every mount namespace on the node.
-pub fn scan(proc_root: &Path) -> Result<Vec<Finding>, DetectError> {
-    let namespaces = mount_namespaces(proc_root).map_err(|e| DetectError::Read {
-        what: e.path.display().to_string(),
-        source: e.source,
-    })?;
+/// Every mount namespace on the node, and what could not be read.
+pub fn report(snap: &Snapshot) -> DetectorReport {
+    let mut gaps = snap.gaps().select(&[STAT, MOUNT_NS]);
     // The checker's own view, to name the host path a stale bind came from.
-    let own = read_mountinfo(proc_root, None).unwrap_or_else(|e| {
+    let own = read_mountinfo(snap.proc_root(), None).unwrap_or_else(|e| {
         tracing::debug!("failed to read own mountinfo: {e}");
         Vec::new()
     });
-    Ok(namespaces
+    let findings = snap
+        .mount_tables(&mut gaps)
         .iter()
-        .flat_map(|ns| scan_namespace(proc_root, ns, &own))
-        .collect())
+        .flat_map(|t| scan_namespace(snap, t, &own, &mut gaps))
+        .collect();
+    DetectorReport::new(findings, &gaps)
+}
+
+/// [`report`]'s findings on a fresh walk of `proc_root` (for a scenario; see
+/// [`DetectorReport::into_findings`]).
+pub fn scan(proc_root: &Path) -> Result<Vec<Finding>, DetectError> {
+    Ok(report(&Snapshot::take(proc_root)?).into_findings(NAME))
 }
 
 /// One namespace. `host_mounts` is the table used to translate a bind's root into a path the
-/// checker can see (its own mountinfo); empty to skip that.
+/// checker can see (its own mountinfo); empty to skip that. A bind that could not be looked
+/// at through the namespace's root is recorded in `gaps`.
 pub fn scan_namespace(
-    proc_root: &Path,
-    ns: &MountNamespace,
+    snap: &Snapshot,
+    table: &NamespaceTable,
     host_mounts: &[MountInfo],
+    gaps: &mut Gaps,
 ) -> Vec<Finding> {
-    let (pid, mounts) = match ns.mountinfo(proc_root) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::debug!("skipping mount namespace {}: {e}", ns.inode);
-            return Vec::new();
-        }
-    };
+    let pid = table.pid;
     let mut findings = Vec::new();
-    for m in &mounts {
+    for m in &table.mounts {
         if !m.root_deleted && (!m.is_partial_bind() || is_remote_or_fuse(&m.fstype)) {
             continue;
         }
-        let through = path_in_root(proc_root, pid, &m.mount_point);
+        let through = snap.path_in_root(pid, &m.mount_point);
         let stat = bounded_statx(&through, STAT_LIMIT);
         // The path reaches this mount only if nothing was mounted on top of it since.
         let reaches = matches!(&stat, Ok(s) if s.mnt_id == Some(m.mount_id));
@@ -103,24 +109,30 @@ pub fn scan_namespace(
             Ok(s) if reaches => Some(s.nlink),
             _ => None,
         };
-        if !m.root_deleted && nlink != Some(0) {
-            continue;
+        if !m.root_deleted {
+            // Only the link count tells a stale bind here: not knowing it is a gap.
+            gaps.tried(THROUGH_ROOT);
+            if let Err(e) = &stat {
+                gaps.failed_io(THROUGH_ROOT, pid.into(), e);
+            }
+            if nlink != Some(0) {
+                continue;
+            }
         }
-        findings.push(finding(ns, pid, m, &through, &stat, reaches, host_mounts));
+        findings.push(finding(table, m, &through, &stat, reaches, host_mounts));
     }
     findings
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finding(
-    ns: &MountNamespace,
-    pid: i32,
+    table: &NamespaceTable,
     m: &MountInfo,
     through: &Path,
-    stat: &Result<Stat, String>,
+    stat: &std::io::Result<Statx>,
     reaches: bool,
     host_mounts: &[MountInfo],
 ) -> Finding {
+    let (ns, pid) = (&table.ns, table.pid);
     let mp = m.mount_point.display().to_string();
     let (nlink, ino, size, kind) = match stat {
         Ok(s) if reaches => (Some(s.nlink), Some(s.ino), Some(s.size), Some(s.kind())),
@@ -178,7 +190,7 @@ fn finding(
                 "path": through.display().to_string(),
                 "reachable": reaches,
                 "readable": readable,
-                "error": stat.as_ref().err(),
+                "error": stat.as_ref().err().map(|e| e.to_string()),
             },
             "host_path": host_path.as_ref().map(|p| p.display().to_string()),
             "host_path_inode_now": host_now,
@@ -199,69 +211,26 @@ fn host_path_of(m: &MountInfo, host_mounts: &[MountInfo]) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
-#[derive(Debug, Clone)]
-pub struct Stat {
-    pub nlink: u32,
-    pub ino: u64,
-    pub size: u64,
-    pub mode: u16,
-    pub mnt_id: Option<u64>,
-}
-
-impl Stat {
-    fn kind(&self) -> &'static str {
-        match u32::from(self.mode) & libc::S_IFMT {
-            libc::S_IFREG => "regular file",
-            libc::S_IFDIR => "directory",
-            libc::S_IFSOCK => "socket",
-            libc::S_IFCHR => "character device",
-            libc::S_IFBLK => "block device",
-            libc::S_IFIFO => "fifo",
-            libc::S_IFLNK => "symlink",
-            _ => "unknown",
-        }
-    }
-}
-
 /// `statx` without following a final symlink or triggering an automount, on a helper thread so
 /// that a hung file system costs at most `limit` (the thread is left behind then).
-pub fn bounded_statx(path: &Path, limit: Duration) -> Result<Stat, String> {
+pub fn bounded_statx(path: &Path, limit: Duration) -> std::io::Result<Statx> {
     let (tx, rx) = mpsc::channel();
     let p = path.to_path_buf();
     std::thread::spawn(move || {
-        let _ = tx.send(statx(&p));
+        let flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT;
+        let _ = tx.send(statx(
+            &p,
+            flags,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+        ));
     });
     match rx.recv_timeout(limit) {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("stat did not return within {limit:?}")),
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("stat did not return within {limit:?}"),
+        )),
     }
-}
-
-fn statx(path: &Path) -> std::io::Result<Stat> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: statx writes into a zeroed, properly sized struct we own; `c` outlives the call.
-    let stx = unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
-            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
-            &mut stx,
-        );
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        stx
-    };
-    Ok(Stat {
-        nlink: stx.stx_nlink,
-        ino: stx.stx_ino,
-        size: stx.stx_size,
-        mode: stx.stx_mode,
-        mnt_id: (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id),
-    })
 }
 
 /// Opens (never reads: it may hold secrets) to show the old content is still reachable.

@@ -12,7 +12,9 @@ pub mod mount_namespace;
 pub mod mountinfo;
 pub mod path;
 pub mod portmap;
+pub mod proc;
 pub mod process;
+pub mod statx;
 pub mod wait;
 
 pub use error_chain::error_chain;

@@ -1,22 +1,10 @@
-//! The mount namespaces on this node, each with the processes in it, so that a detector reads
-//! each namespace's mount table once rather than once per process.
+//! A mount namespace with the processes in it (listed by [`crate::proc::Snapshot`]), so that a
+//! detector reads each namespace's mount table once rather than once per process; paths
+//! through a process's root; private mount namespaces for the harness.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::mountinfo::{read_mountinfo, MountInfo, MountInfoError};
-
-/// `PF_KTHREAD` in include/linux/sched.h: the task is a kernel thread.
-const PF_KTHREAD: u64 = 0x0020_0000;
-
-#[derive(Debug, thiserror::Error)]
-#[error("failed to list processes in {path}")]
-pub struct ListError {
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
 
 /// One mount namespace and the user-space processes in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,60 +49,6 @@ pub fn path_in_root(proc_root: &Path, pid: i32, path: &Path) -> PathBuf {
         .join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// The mount namespace inode of `pid`.
-pub fn mount_namespace_of(proc_root: &Path, pid: i32) -> std::io::Result<u64> {
-    Ok(std::fs::metadata(proc_root.join(format!("{pid}/ns/mnt")))?.ino())
-}
-
-/// Every mount namespace that has a user-space process, ordered by inode. Processes that exit
-/// while being listed, or whose namespace link cannot be read, are left out.
-pub fn mount_namespaces(proc_root: &Path) -> Result<Vec<MountNamespace>, ListError> {
-    let entries = std::fs::read_dir(proc_root).map_err(|source| ListError {
-        path: proc_root.to_path_buf(),
-        source,
-    })?;
-    let mut by_inode: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if is_kernel_thread(proc_root, pid) {
-            continue;
-        }
-        match mount_namespace_of(proc_root, pid) {
-            Ok(ino) => by_inode.entry(ino).or_default().push(pid),
-            Err(e) => tracing::debug!("skipping pid {pid}: failed to read its ns/mnt: {e}"),
-        }
-    }
-    Ok(by_inode
-        .into_iter()
-        .map(|(inode, mut pids)| {
-            pids.sort_unstable();
-            MountNamespace { inode, pids }
-        })
-        .collect())
-}
-
-/// Whether `pid` is a kernel thread (`PF_KTHREAD`). Reads the flags field of /proc/PID/stat
-/// (the ninth field; the second, `comm`, may contain spaces and parentheses, so count from
-/// the last `)`).
-pub fn is_kernel_thread(proc_root: &Path, pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))) else {
-        return false;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    rest.split_whitespace()
-        .nth(6)
-        .and_then(|f| f.parse::<u64>().ok())
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
-}
-
 /// Makes every mount under `/` private to this mount namespace, so nothing mounted here
 /// propagates back to the namespace it was copied from.
 pub fn make_root_private() -> nix::Result<()> {
@@ -139,20 +73,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_process_is_in_exactly_one_namespace() {
-        let proc_root = Path::new("/proc");
-        let me = std::process::id() as i32;
-        let mine = mount_namespace_of(proc_root, me).unwrap();
-        let all = mount_namespaces(proc_root).unwrap();
-        let holding: Vec<_> = all.iter().filter(|ns| ns.pids.contains(&me)).collect();
-        assert_eq!(holding.len(), 1);
-        assert_eq!(holding[0].inode, mine);
-        let (pid, mounts) = holding[0].mountinfo(proc_root).unwrap();
-        assert!(holding[0].pids.contains(&pid));
-        assert!(!mounts.is_empty());
-    }
-
-    #[test]
     fn paths_through_a_process_root() {
         let proc_root = Path::new("/proc");
         assert_eq!(
@@ -163,17 +83,5 @@ mod tests {
             path_in_root(proc_root, 7, Path::new("rel")),
             Path::new("/proc/7/root/rel")
         );
-    }
-
-    #[test]
-    fn kernel_threads_are_left_out() {
-        // kthreadd is pid 2 when /proc belongs to the initial pid namespace.
-        let proc_root = Path::new("/proc");
-        if !is_kernel_thread(proc_root, 2) {
-            panic!("cannot run here: pid 2 is not kthreadd (not the initial pid namespace)");
-        }
-        let all = mount_namespaces(proc_root).unwrap();
-        assert!(all.iter().all(|ns| !ns.pids.contains(&2)));
-        assert!(!is_kernel_thread(proc_root, std::process::id() as i32));
     }
 }

@@ -50,3 +50,43 @@ pub fn check_findings(detector: &str, args: &[&str]) -> Vec<Finding> {
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("check --json prints JSON");
     serde_json::from_value(doc["findings"].clone()).expect("findings decode")
 }
+
+/// Runs `faultline check DETECTOR --json ARGS...` as uid/gid 65534 (nobody) through util-linux
+/// `setpriv`, from a copy of the binary that nobody may execute wherever the build lives, and
+/// returns its exit code, JSON document and stderr.
+pub fn check_unprivileged(
+    detector: &str,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("faultline-nobody")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("faultline");
+    std::fs::copy(env!("CARGO_BIN_EXE_faultline"), &bin).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["check", detector, "--json"])
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("failed to run setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("check --json printed no JSON ({e}): {stdout}\n{stderr}"));
+    (out.status.code(), doc, stderr)
+}
+
+/// The `detectors[]` entry of `name` in a `check --json` document.
+pub fn detector_entry<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["detectors"]
+        .as_array()
+        .expect("detectors[]")
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no detectors[] entry for {name}: {doc}"))
+}

@@ -2,8 +2,11 @@
 //! mapped-executable files are open for writing right now, and which processes under the
 //! watched directories run a binary that was replaced under them.
 //!
-//! `/proc/PID/exe` and the fd links are stat(2)ed directly (the kernel follows them to the
-//! inode even when its name is gone); only `/proc/PID/maps` needs parsing, done by procfs.
+//! The processes come from the run's one walk of /proc ([`Snapshot`]); each one's
+//! `/proc/PID/exe` is read once. `exe` and the fd links are stat(2)ed directly (the kernel
+//! follows them to the inode even when its name is gone); only `/proc/PID/maps` needs
+//! parsing, done by procfs. Another user's exe, maps and fds need ptrace read access
+//! (proc(5)): without it they are gaps, and the report says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -12,37 +15,53 @@ use std::path::{Path, PathBuf};
 use procfs::process::{FDTarget, MMPermissions, MMapPath, Process};
 use serde_json::json;
 
+use faultline_sys::proc::{io_error, Gaps, Item, Snapshot};
+
 use crate::finding::{Finding, Severity};
-use crate::{CheckInput, DetectError};
 
 use super::NAME;
 
 const DELETED: &str = " (deleted)";
 
+const EXE: Item = Item {
+    what: "the executable (/proc/PID/exe)",
+    of: "processes",
+};
+const MAPS: Item = Item {
+    what: "the memory maps (/proc/PID/maps)",
+    of: "processes",
+};
+const FDS: Item = Item {
+    what: "the open files (/proc/PID/fd)",
+    of: "processes",
+};
+
 /// Pids whose executable is the inode `dev`/`ino` (read from `proc_root/PID/exe`).
 pub fn executors(proc_root: &Path, dev: u64, ino: u64) -> Vec<i32> {
-    let mut pids: Vec<i32> = pids(proc_root)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::metadata(proc_root.join(pid.to_string()).join("exe"))
+    let Ok(snap) = Snapshot::take(proc_root) else {
+        return Vec::new();
+    };
+    snap.user_processes()
+        .filter(|p| {
+            std::fs::metadata(snap.dir(p.pid).join("exe"))
                 .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
         })
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
-fn pids(proc_root: &Path) -> Vec<i32> {
-    std::fs::read_dir(proc_root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+        .map(|p| p.pid)
+        .collect()
 }
 
 fn under_any(path: &Path, dirs: &[PathBuf]) -> bool {
     dirs.is_empty() || dirs.iter().any(|d| path.starts_with(d))
+}
+
+/// A process's executable: where `/proc/PID/exe` points and the inode behind it.
+#[derive(Debug)]
+struct Exe {
+    pid: i32,
+    link: PathBuf,
+    dev: u64,
+    ino: u64,
+    nlink: u64,
 }
 
 /// A file some process executes or maps executable.
@@ -58,16 +77,66 @@ fn makedev(major: i32, minor: i32) -> u64 {
     nix::sys::stat::makedev(major as u64, minor as u64)
 }
 
-/// Every file executed (`exe`) or mapped executable (shared libraries) by a process, keyed by
-/// inode number: `maps` reports the superblock's device, which differs from stat(2)'s on
-/// btrfs subvolumes and overlayfs, so the device is confirmed separately or by path.
-fn running_files(proc_root: &Path, dirs: &[PathBuf]) -> BTreeMap<u64, Vec<RunningFile>> {
-    let mut files: BTreeMap<u64, Vec<RunningFile>> = BTreeMap::new();
-    let mut add = |path: PathBuf, dev: u64, ino: u64, pid: i32, exe: bool| {
+/// What the processes of one snapshot run: every executable, and every file executed or
+/// mapped executable (under the directories asked about), keyed by inode number.
+#[derive(Debug)]
+pub struct Running {
+    exes: Vec<Exe>,
+    /// `maps` reports the superblock's device, which differs from stat(2)'s on btrfs
+    /// subvolumes and overlayfs, so the device is confirmed separately or by path.
+    files: BTreeMap<u64, Vec<RunningFile>>,
+}
+
+impl Running {
+    /// Reads every user-space process's exe and executable mappings once.
+    pub fn look(snap: &Snapshot, dirs: &[PathBuf], gaps: &mut Gaps) -> Running {
+        let mut running = Running {
+            exes: Vec::new(),
+            files: BTreeMap::new(),
+        };
+        for p in snap.user_processes() {
+            let pid = p.pid;
+            let link = snap.dir(pid).join("exe");
+            let exe = std::fs::read_link(&link).and_then(|to| Ok((to, std::fs::metadata(&link)?)));
+            if let Some((to, m)) = gaps.read(EXE, pid.into(), exe) {
+                // A deleted file has no name a copier could target.
+                if m.nlink() > 0 {
+                    running.add(to.clone(), m.dev(), m.ino(), pid, true, dirs);
+                }
+                running.exes.push(Exe {
+                    pid,
+                    link: to,
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    nlink: m.nlink(),
+                });
+            }
+            let maps = Process::new_with_root(snap.dir(pid)).and_then(|p| p.maps());
+            let Some(maps) = gaps.read(MAPS, pid.into(), maps.map_err(io_error)) else {
+                continue;
+            };
+            for map in maps.iter() {
+                let MMapPath::Path(path) = &map.pathname else {
+                    continue;
+                };
+                if !map.perms.contains(MMPermissions::EXECUTE)
+                    || map.inode == 0
+                    || path.to_string_lossy().ends_with(DELETED)
+                {
+                    continue;
+                }
+                let dev = makedev(map.dev.0, map.dev.1);
+                running.add(path.clone(), dev, map.inode, pid, false, dirs);
+            }
+        }
+        running
+    }
+
+    fn add(&mut self, path: PathBuf, dev: u64, ino: u64, pid: i32, exe: bool, dirs: &[PathBuf]) {
         if !under_any(&path, dirs) || path.starts_with("/memfd:") {
             return;
         }
-        let list = files.entry(ino).or_default();
+        let list = self.files.entry(ino).or_default();
         let idx = match list.iter().position(|f| f.dev == dev || f.path == path) {
             Some(i) => i,
             None => {
@@ -85,62 +154,33 @@ fn running_files(proc_root: &Path, dirs: &[PathBuf]) -> BTreeMap<u64, Vec<Runnin
         } else {
             f.mapping.insert(pid);
         }
-    };
-    for pid in pids(proc_root) {
-        let dir = proc_root.join(pid.to_string());
-        if let (Ok(m), Ok(path)) = (
-            std::fs::metadata(dir.join("exe")),
-            std::fs::read_link(dir.join("exe")),
-        ) {
-            // A deleted file has no name a copier could target.
-            if m.nlink() > 0 {
-                add(path, m.dev(), m.ino(), pid, true);
-            }
-        }
-        let Ok(maps) = Process::new_with_root(dir).and_then(|p| p.maps()) else {
-            continue;
-        };
-        for map in maps.iter() {
-            let MMapPath::Path(path) = &map.pathname else {
-                continue;
-            };
-            if !map.perms.contains(MMPermissions::EXECUTE)
-                || map.inode == 0
-                || path.to_string_lossy().ends_with(DELETED)
-            {
-                continue;
-            }
-            add(
-                path.clone(),
-                makedev(map.dev.0, map.dev.1),
-                map.inode,
-                pid,
-                false,
-            );
-        }
     }
-    files
+
+    fn file(&self, dev: u64, ino: u64, path: &Path) -> Option<&RunningFile> {
+        self.files
+            .get(&ino)?
+            .iter()
+            .find(|f| f.dev == dev || f.path == path)
+    }
 }
 
 /// Executed or mapped-executable files that some process holds open for writing. On kernels
 /// that deny writes to running executables this can only be a shared library (or any file
 /// mapped executable); on 6.11-rc1..6.11.10 and 6.12-rc1..6.12.1 also a running program.
-pub fn writers_of_running_files(input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
-    let proc_root = &input.proc_root;
-    if !proc_root.join("self").exists() {
-        return Err(DetectError::Read {
-            what: format!("{} (procfs)", proc_root.display()),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        });
-    }
-    let running = running_files(proc_root, &input.paths);
+pub fn writers_of_running_files(
+    snap: &Snapshot,
+    running: &Running,
+    gaps: &mut Gaps,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
-    if running.is_empty() {
-        return Ok(findings);
+    if running.files.is_empty() {
+        return findings;
     }
-    for pid in pids(proc_root) {
-        let dir = proc_root.join(pid.to_string());
-        let Ok(fds) = Process::new_with_root(dir.clone()).and_then(|p| p.fd()) else {
+    for p in snap.user_processes() {
+        let pid = p.pid;
+        let dir = snap.dir(pid);
+        let fds = Process::new_with_root(dir.clone()).and_then(|p| p.fd());
+        let Some(fds) = gaps.read(FDS, pid.into(), fds.map_err(io_error)) else {
             continue;
         };
         for fd in fds.flatten() {
@@ -157,59 +197,53 @@ pub fn writers_of_running_files(input: &CheckInput) -> Result<Vec<Finding>, Dete
             if !m.is_file() || m.nlink() == 0 {
                 continue;
             }
-            let Some(file) = running
-                .get(&m.ino())
-                .and_then(|list| list.iter().find(|f| f.dev == m.dev() || f.path == *target))
-            else {
-                continue;
-            };
-            let (how, holders) = if file.executing.is_empty() {
-                ("maps it executable", &file.mapping)
-            } else {
-                ("executes it", &file.executing)
-            };
-            let holder = *holders.iter().next().expect("a running file has a holder");
-            let message = format!(
-                "{} is open for writing by pid {pid} (fd {}) while pid {holder} {how}: a write changes code under a running process",
-                file.path.display(),
-                fd.fd
-            );
-            findings.push(
-                Finding::new(
-                    NAME,
-                    Severity::Critical,
-                    file.path.display().to_string(),
-                    message,
-                    format!(
-                        "do not write {} in place: write the new version to a temporary file in the same directory, fsync it and rename(2) it over the path; restart pid {holder} if its code was already changed",
-                        file.path.display()
-                    ),
-                )
-                .with_pid(holder)
-                .with_evidence(json!({
-                    "kind": "open-for-writing-while-running",
-                    "writer_pid": pid,
-                    "writer_fd": fd.fd,
-                    "executing_pids": file.executing,
-                    "mapping_pids": file.mapping,
-                    "dev": m.dev(),
-                    "inode": m.ino(),
-                })),
-            );
+            if let Some(file) = running.file(m.dev(), m.ino(), target) {
+                findings.push(writer_finding(file, pid, fd.fd, &m));
+            }
         }
     }
-    Ok(findings)
+    findings
+}
+
+fn writer_finding(file: &RunningFile, pid: i32, fd: i32, m: &std::fs::Metadata) -> Finding {
+    let (how, holders) = if file.executing.is_empty() {
+        ("maps it executable", &file.mapping)
+    } else {
+        ("executes it", &file.executing)
+    };
+    let holder = *holders.iter().next().expect("a running file has a holder");
+    let message = format!(
+        "{} is open for writing by pid {pid} (fd {fd}) while pid {holder} {how}: a write changes code under a running process",
+        file.path.display(),
+    );
+    Finding::new(
+        NAME,
+        Severity::Critical,
+        file.path.display().to_string(),
+        message,
+        format!(
+            "do not write {} in place: write the new version to a temporary file in the same directory, fsync it and rename(2) it over the path; restart pid {holder} if its code was already changed",
+            file.path.display()
+        ),
+    )
+    .with_pid(holder)
+    .with_evidence(json!({
+        "kind": "open-for-writing-while-running",
+        "writer_pid": pid,
+        "writer_fd": fd,
+        "executing_pids": file.executing,
+        "mapping_pids": file.mapping,
+        "dev": m.dev(),
+        "inode": m.ino(),
+    }))
 }
 
 /// Processes whose executable, under one of `dirs`, was unlinked or renamed over while they
 /// ran: they keep running the old inode until restarted.
-pub fn replaced_under_running(proc_root: &Path, dirs: &[PathBuf]) -> Vec<Finding> {
+pub fn replaced_under_running(running: &Running, dirs: &[PathBuf]) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for pid in pids(proc_root) {
-        let Ok(link) = std::fs::read_link(proc_root.join(pid.to_string()).join("exe")) else {
-            continue;
-        };
-        let link = link.to_string_lossy();
+    for exe in &running.exes {
+        let link = exe.link.to_string_lossy();
         let Some(path) = link.strip_suffix(DELETED) else {
             continue;
         };
@@ -217,11 +251,9 @@ pub fn replaced_under_running(proc_root: &Path, dirs: &[PathBuf]) -> Vec<Finding
         if !dirs.iter().any(|d| path.starts_with(d)) {
             continue;
         }
+        let pid = exe.pid;
         let now = std::fs::metadata(path).ok();
         let what = if now.is_some() { "replaced" } else { "removed" };
-        let old_inode = std::fs::metadata(proc_root.join(pid.to_string()).join("exe"))
-            .map(|m| m.ino())
-            .ok();
         findings.push(
             Finding::new(
                 NAME,
@@ -240,7 +272,9 @@ pub fn replaced_under_running(proc_root: &Path, dirs: &[PathBuf]) -> Vec<Finding
             .with_evidence(json!({
                 "kind": "running-deleted-binary",
                 "exe_link": link,
-                "old_inode": old_inode,
+                "old_inode": exe.ino,
+                "old_dev": exe.dev,
+                "old_nlink": exe.nlink,
                 "new_inode": now.map(|m| m.ino()),
             })),
         );
@@ -280,11 +314,38 @@ mod tests {
         .unwrap()
     }
 
-    fn input(dirs: &[&Path]) -> CheckInput {
-        CheckInput {
-            paths: dirs.iter().map(|d| d.to_path_buf()).collect(),
-            ..CheckInput::default()
+    /// A fresh look at the node, as `faultline check busy-binary --path DIR` takes it.
+    fn look(dirs: &[PathBuf]) -> (Snapshot, Running, Gaps) {
+        let snap = Snapshot::take(Path::new("/proc")).unwrap();
+        let mut gaps = Gaps::new();
+        let running = Running::look(&snap, dirs, &mut gaps);
+        (snap, running, gaps)
+    }
+
+    /// Our own processes are always readable (a gap elsewhere, such as a protected pid 1 in
+    /// a sandbox, is the node's business).
+    fn assert_read_ours(gaps: &Gaps) {
+        let me = i64::from(std::process::id());
+        for item in [EXE, MAPS, FDS] {
+            assert!(
+                !gaps.failed_ids(item).contains(&me),
+                "{:?}",
+                gaps.messages()
+            );
         }
+    }
+
+    fn replaced(dirs: &[PathBuf]) -> Vec<Finding> {
+        let (_, running, gaps) = look(dirs);
+        assert_read_ours(&gaps);
+        replaced_under_running(&running, dirs)
+    }
+
+    fn writers(dirs: &[PathBuf]) -> Vec<Finding> {
+        let (snap, running, mut gaps) = look(dirs);
+        let found = writers_of_running_files(&snap, &running, &mut gaps);
+        assert_read_ours(&gaps);
+        found
     }
 
     #[test]
@@ -309,18 +370,11 @@ mod tests {
         let mine = |fs: Vec<Finding>| -> Vec<Finding> {
             fs.into_iter().filter(|f| f.pid == Some(pid)).collect()
         };
-        assert!(mine(replaced_under_running(
-            Path::new("/proc"),
-            std::slice::from_ref(&dir_path)
-        ))
-        .is_empty());
+        assert!(mine(replaced(std::slice::from_ref(&dir_path))).is_empty());
 
         let tmp = sleep_copy(&dir_path, ".cdc.tmp");
         std::fs::rename(&tmp, &bin).unwrap();
-        let found = mine(replaced_under_running(
-            Path::new("/proc"),
-            std::slice::from_ref(&dir_path),
-        ));
+        let found = mine(replaced(std::slice::from_ref(&dir_path)));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].severity, Severity::Warning);
         assert_eq!(found[0].subject, bin.display().to_string());
@@ -331,11 +385,7 @@ mod tests {
         );
         // Scoped to the directories asked about.
         let elsewhere = tempfile::tempdir().unwrap();
-        assert!(mine(replaced_under_running(
-            Path::new("/proc"),
-            &[elsewhere.path().to_path_buf()]
-        ))
-        .is_empty());
+        assert!(mine(replaced(&[elsewhere.path().to_path_buf()])).is_empty());
         child.teardown().unwrap();
     }
 
@@ -360,7 +410,7 @@ mod tests {
             )
         };
         assert_ne!(map, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
-        let quiet = writers_of_running_files(&input(&[&dir_path])).unwrap();
+        let quiet = writers(std::slice::from_ref(&dir_path));
         assert!(quiet.is_empty(), "{quiet:?}");
 
         // Another process holds it open for writing (what `cp` onto a library does).
@@ -372,9 +422,7 @@ mod tests {
             "the writer to hold the library open",
             Duration::from_secs(10),
             || {
-                let fs =
-                    writers_of_running_files(&input(&[&dir_path])).map_err(|e| e.to_string())?;
-                let fs: Vec<Finding> = fs
+                let fs: Vec<Finding> = writers(std::slice::from_ref(&dir_path))
                     .into_iter()
                     .filter(|f| f.evidence["writer_pid"] == writer_pid)
                     .collect();

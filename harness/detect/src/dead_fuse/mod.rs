@@ -35,9 +35,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::finding::Finding;
-use crate::{CheckInput, DetectError, Detector};
-use faultline_sys::mount_namespace::{mount_namespaces, path_in_root};
+use crate::{CheckInput, DetectError, Detector, DetectorReport};
 use faultline_sys::mountinfo::MountInfo;
+use faultline_sys::proc::{Gaps, Item, Snapshot, MOUNT_NS, STAT};
 
 use connections::{interesting, Seen};
 use findings::{deleted_finding, fuse_finding};
@@ -50,6 +50,12 @@ pub const NAME: &str = "dead-fuse";
 
 /// How long one probe of one FUSE connection may take before its daemon counts as hung.
 pub const PROBE_LIMIT: Duration = Duration::from_secs(2);
+
+/// A FUSE connection whose liveness could not be told.
+const PROBE: Item = Item {
+    what: "whether the daemon answers (statx through /proc/PID/root)",
+    of: "FUSE connections",
+};
 
 pub fn is_fuse(fstype: &str) -> bool {
     fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.")
@@ -66,34 +72,32 @@ impl Detector for DeadFuse {
         "FUSE mounts whose daemon is gone (ENOTCONN), their binds in every mount namespace, and mounts shadowed by a restarted daemon"
     }
 
-    fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
-        scan(&input.proc_root, &input.paths, PROBE_LIMIT)
+    fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError> {
+        Ok(report(&*input.processes()?, &input.paths, PROBE_LIMIT))
     }
 }
 
-/// Scans every mount namespace. With `paths`, only FUSE connections that have a mount at or
-/// under one of them (in any namespace) are reported (with all their mounts, wherever they
-/// are), and CSI mounts under them.
+/// [`report`]'s findings on a fresh walk of `proc_root` (for a scenario; see
+/// [`DetectorReport::into_findings`]).
 pub fn scan(
     proc_root: &Path,
     paths: &[PathBuf],
     limit: Duration,
 ) -> Result<Vec<Finding>, DetectError> {
-    let namespaces = mount_namespaces(proc_root).map_err(|e| DetectError::Read {
-        what: e.path.display().to_string(),
-        source: e.source,
-    })?;
-    let mut seen: Vec<Seen> = Vec::new();
-    for ns in &namespaces {
-        let (pid, mounts) = match ns.mountinfo(proc_root) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::debug!("skipping mount namespace {}: {e}", ns.inode);
-                continue;
-            }
-        };
-        seen.extend(interesting(ns, pid, &mounts));
-    }
+    Ok(report(&Snapshot::take(proc_root)?, paths, limit).into_findings(NAME))
+}
+
+/// Scans every mount namespace. With `paths`, only FUSE connections that have a mount at or
+/// under one of them (in any namespace) are reported (with all their mounts, wherever they
+/// are), and CSI mounts under them. Mount tables and connections it could not look at are
+/// the report's `unreadable`.
+pub fn report(snap: &Snapshot, paths: &[PathBuf], limit: Duration) -> DetectorReport {
+    let mut gaps = snap.gaps().select(&[STAT, MOUNT_NS]);
+    let tables = snap.mount_tables(&mut gaps);
+    let seen: Vec<Seen> = tables
+        .iter()
+        .flat_map(|t| interesting(&t.ns, t.pid, &t.mounts))
+        .collect();
     let under =
         |m: &MountInfo| paths.is_empty() || paths.iter().any(|p| m.mount_point.starts_with(p));
     let selected: BTreeSet<(u32, u32)> = seen
@@ -109,21 +113,22 @@ pub fn scan(
             (s.mount.major, s.mount.minor) == *dev && s.shadowed_by.is_empty() && !s.nested_in_fuse
         });
         if let Some(s) = target {
-            probes.push((*dev, path_in_root(proc_root, s.pid, &s.mount.mount_point)));
+            probes.push((*dev, snap.path_in_root(s.pid, &s.mount.mount_point)));
         }
     }
     let minors: Vec<u32> = selected.iter().map(|d| d.1).collect();
-    let report = run_probes(&probes, &minors, limit);
+    let probed = run_probes(&probes, &minors, limit);
 
     let mut findings = Vec::new();
+    for dev in &selected {
+        record_probe(&mut gaps, *dev, probed.liveness.get(dev));
+    }
     for s in &seen {
         let dev = (s.mount.major, s.mount.minor);
         let fuse = is_fuse(&s.mount.fstype);
         if fuse && selected.contains(&dev) {
-            let live = report.liveness.get(&dev).cloned().unwrap_or_else(|| {
-                Liveness::Unknown("no mount of it could be probed safely".into())
-            });
-            if let Some(f) = fuse_finding(s, &seen, &live, report.waiting.get(&dev.1), limit) {
+            let live = probed.liveness.get(&dev).cloned().unwrap_or_else(unprobed);
+            if let Some(f) = fuse_finding(s, &seen, &live, probed.waiting.get(&dev.1), limit) {
                 findings.push(f);
             }
         } else if s.mount.root_deleted
@@ -133,7 +138,20 @@ pub fn scan(
             findings.push(deleted_finding(s));
         }
     }
-    Ok(findings)
+    DetectorReport::new(findings, &gaps)
+}
+
+fn unprobed() -> Liveness {
+    Liveness::Unknown("no mount of it could be probed safely".into())
+}
+
+/// A connection whose probe told nothing is a gap; one whose mount vanished meanwhile is not.
+fn record_probe(gaps: &mut Gaps, dev: (u32, u32), live: Option<&Liveness>) {
+    gaps.tried(PROBE);
+    match live.cloned().unwrap_or_else(unprobed) {
+        Liveness::Unknown(why) => gaps.failed(PROBE, dev.1.into(), why),
+        Liveness::Alive | Liveness::Dead | Liveness::Hung | Liveness::Gone => {}
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use faultline_sys::entry::Entry;
+use faultline_sys::proc::describe;
 
 /// What a probe of one connection found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub enum Liveness {
     Dead,
     /// No answer within the limit: the daemon is alive but stuck.
     Hung,
+    /// The mount point it was probed through is gone (unmounted meanwhile).
+    Gone,
     /// Probed but failed otherwise (errno), or no mount of it could be probed safely.
     Unknown(String),
 }
@@ -153,7 +156,8 @@ fn parse_probe_line(line: &str) -> Liveness {
         ["path", "ok", ..] => Liveness::Alive,
         ["path", "err", errno, ..] => match errno.parse::<i32>() {
             Ok(libc::ENOTCONN) => Liveness::Dead,
-            Ok(e) => Liveness::Unknown(std::io::Error::from_raw_os_error(e).to_string()),
+            Ok(libc::ENOENT) => Liveness::Gone,
+            Ok(e) => Liveness::Unknown(describe(&std::io::Error::from_raw_os_error(e))),
             Err(_) => Liveness::Unknown(format!("bad probe answer {line:?}")),
         },
         _ => Liveness::Unknown(format!("bad probe answer {line:?}")),
@@ -168,9 +172,10 @@ mod tests {
     fn probe_answers() {
         assert_eq!(parse_probe_line("path ok 40000"), Liveness::Alive);
         assert_eq!(parse_probe_line("path err 107"), Liveness::Dead);
-        assert!(matches!(
-            parse_probe_line("path err 13"),
-            Liveness::Unknown(_)
-        ));
+        let Liveness::Unknown(why) = parse_probe_line("path err 13") else {
+            panic!("EACCES is not an answer");
+        };
+        assert!(why.starts_with("permission denied"), "{why}");
+        assert_eq!(parse_probe_line("path err 2"), Liveness::Gone);
     }
 }

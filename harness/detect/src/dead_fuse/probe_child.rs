@@ -4,28 +4,16 @@
 use std::io::Write;
 use std::path::Path;
 
-/// `statx(path, STATX_TYPE, AT_STATX_FORCE_SYNC)`: forces a GETATTR to the daemon.
+/// `statx(path, STATX_TYPE, AT_STATX_FORCE_SYNC)`: forces a GETATTR to the daemon. It must
+/// ask for the type: an empty mask is answered from the inode and succeeds on a dead mount.
 fn statx_type_errno(path: &Path) -> Result<u32, i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
-    // SAFETY: statx writes into a zeroed statx we own; `c` outlives the call.
-    unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_NO_AUTOMOUNT | libc::AT_STATX_FORCE_SYNC,
-            libc::STATX_TYPE,
-            &mut stx,
-        );
-        if rc == 0 {
-            Ok(stx.stx_mode as u32 & libc::S_IFMT)
-        } else {
-            Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        }
-    }
+    faultline_sys::statx::statx(
+        path,
+        libc::AT_NO_AUTOMOUNT | libc::AT_STATX_FORCE_SYNC,
+        libc::STATX_TYPE,
+    )
+    .map(|s| s.file_type())
+    .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 const FUSECTL_MAGIC: i64 = 0x6573_5543;

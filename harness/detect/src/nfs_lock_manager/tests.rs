@@ -4,13 +4,14 @@
 //! that is not in the NLM, and the kernel log lines of seed 002's node.
 
 use super::*;
+use crate::finding::Severity;
 use faultline_sys::mountinfo::MountInfo;
 
-const MOUNTINFO_6_1: &str = include_str!("testdata/nfs_mountinfo_6.1.txt");
-const STACK_6_1: &str = include_str!("testdata/nfs_stack_nsm_monitor_6.1.txt");
-const STACK_6_12: &str = include_str!("testdata/nfs_stack_nsm_monitor_6.12.txt");
-const STACK_NOT_NLM: &str = include_str!("testdata/stack_read_proc_6.18.txt");
-const DMESG_SEED: &str = include_str!("testdata/nfs_lockd_dmesg_seed002.txt");
+const MOUNTINFO_6_1: &str = include_str!("../testdata/nfs_mountinfo_6.1.txt");
+const STACK_6_1: &str = include_str!("../testdata/nfs_stack_nsm_monitor_6.1.txt");
+const STACK_6_12: &str = include_str!("../testdata/nfs_stack_nsm_monitor_6.12.txt");
+const STACK_NOT_NLM: &str = include_str!("../testdata/stack_read_proc_6.18.txt");
+const DMESG_SEED: &str = include_str!("../testdata/nfs_lockd_dmesg_seed002.txt");
 
 fn mount(line: &str) -> MountInfo {
     MountInfo::parse_line(line.trim_end().as_bytes()).unwrap()
@@ -49,13 +50,6 @@ fn stacks_in_nsm_monitor_are_lock_waits() {
 }
 
 #[test]
-fn stat_state_survives_odd_command_names() {
-    assert_eq!(stat_state("19 (locker) D 1 19 1 0 -1"), Some('D'));
-    assert_eq!(stat_state("7 (a) b) (c) S 1"), Some('S'));
-    assert_eq!(stat_state("garbage"), None);
-}
-
-#[test]
 fn lockd_lines_from_the_seed_node() {
     let lines = lockd_lines(&kernel_log::parse_capture(DMESG_SEED));
     let kinds: Vec<_> = lines.iter().map(|l| l.kind).collect();
@@ -78,6 +72,7 @@ fn observations(registration: StatdRegistration, statd_pids: Vec<i32>) -> Observ
         registration,
         waiters: vec![],
         log: vec![],
+        gaps: Default::default(),
     }
 }
 
