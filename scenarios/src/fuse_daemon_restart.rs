@@ -1,8 +1,9 @@
 //! `fuse-daemon-restart`: a FUSE daemon (ceph-fuse) dies and is restarted on top of its own
 //! dead mount; pods whose CSI volumes were bound from the old mount cannot start.
 //!
-//! Symptom (seed 003, a ceph-fuse CSI driver in production): pod start fails in runc with
-//! "mount through procfd: no such file or directory" for
+//! Symptom (a public debugging report of ceph-fuse restarts, "记录一次 K8S Pod 启动异常问题排查"
+//! by 孙高飞 on TesterHome, April 2023; a ceph-fuse CSI driver in production): pod start fails
+//! in runc with "mount through procfd: no such file or directory" for
 //! `.../kubelet/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`, although the directory
 //! exists, for any image; a plain `mount --bind` of that path fails the same way. The node
 //! had OOM-killed ceph-fuse, which was restarted with `nonempty` on the same mount point; the
@@ -16,7 +17,7 @@
 //! (since CVE-2021-30465) stats the bind source, opens it and the destination with `O_PATH`
 //! and mounts through `/proc/self/fd/N`; on the dead bind that start fails. Which step fails
 //! depends on the kernel: on 6.x the source stat already returns ENOTCONN (older kernels served
-//! it from the attribute cache and failed later, at the procfd mount, as in the seed); the
+//! it from the attribute cache and failed later, at the procfd mount, as in the report); the
 //! steps are all recorded. No kernel fix: this is how FUSE connections and binds work.
 //!
 //! Environment: our own FUSE daemon (fuser, mounted through /dev/fuse, passthrough to a
@@ -53,6 +54,14 @@ const POD_UID: &str = "92f2591b-66b5-4843-b7a7-42d0acd2be07";
 const VOLUME: &str = "dashboard-folder";
 
 pub struct FuseDaemonRestart;
+
+faultline_core::variant_kind! {
+    enum Kind {
+        Kill = "kill",
+        RestartNonempty = "restart-nonempty",
+        Remount = "remount",
+    }
+}
 
 struct Layout {
     dir: PathBuf,
@@ -164,8 +173,8 @@ impl Scenario for FuseDaemonRestart {
         "the FUSE daemon (ceph-fuse) dies and is restarted on top (nonempty); CSI binds still point at the dead connection and container starts fail"
     }
 
-    fn detector(&self) -> &'static str {
-        dead_fuse::NAME
+    fn detectors(&self) -> &'static [&'static str] {
+        &[dead_fuse::NAME]
     }
 
     fn requirements(&self) -> Vec<Requirement> {
@@ -182,17 +191,17 @@ impl Scenario for FuseDaemonRestart {
     fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
         vec![
             Variant::new(
-                "kill",
+                Kind::Kill,
                 "SIGKILL the daemon (OOM kill): the CSI bind answers ENOTCONN, container starts fail",
                 Expectation::Reproduced,
             ),
             Variant::new(
-                "restart-nonempty",
+                Kind::RestartNonempty,
                 "restart the daemon on the same mount point with nonempty: the mount point works, the CSI bind and container starts still fail",
                 Expectation::Reproduced,
             ),
             Variant::new(
-                "remount",
+                Kind::Remount,
                 "unmount the stale bind and the dead mount, restart on an empty mount point, bind again: the container starts",
                 Expectation::Clean,
             ),
@@ -204,111 +213,25 @@ impl Scenario for FuseDaemonRestart {
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
+        let kind: Kind = variant.kind()?;
         let l = Layout::new(ctx.variant_dir(variant.name)?)?;
-        let mut first = l.daemon(false)?;
-        let mut csi_bind = Some(l.csi_publish()?);
-        let healthy = l.start_container()?;
-        anyhow::ensure!(
-            healthy.started,
-            "a container start on the healthy mount failed: {healthy:?}"
-        );
-        ctx.progress(format!(
-            "ceph-fuse stand-in pid {} on dev {:?}; CSI volume bound; killing the daemon",
-            first.pid(),
-            first.dev()
-        ));
-        first.kill().context("failed to SIGKILL the daemon")?;
-        let after_kill = csi_access(&l);
-        // The CSI node plugin's health check of its staging directory.
-        let plugin_check = access(list(&l.ceph_mount.join(VOLUME)));
-
-        let mut observed = json!({
-            "daemon": {"pid": first.pid(), "dev": format!("{}:{}", first.dev().0, first.dev().1), "mnt_id": first.mnt_id()},
-            "healthy_container_start": healthy,
-            "after_kill": {"csi_access": after_kill, "plugin_staging_check": plugin_check},
-        });
-        let mut second: Option<FuseDaemon> = None;
-        // mountinfo, when a variant already read it for its verdict.
-        let mut mounts: Option<Vec<MountInfo>> = None;
-        let (reproduced, start) = match variant.name {
-            "kill" => {
-                let start = l.start_container()?;
-                let r = errno_of(&after_kill) == Some(libc::ENOTCONN as i64) && !start.started;
-                (r, start)
-            }
-            "restart-nonempty" => {
-                // What a restart without nonempty gets: fusermount's check of the mount point.
-                let refused = match l.daemon(false) {
-                    Ok(_) => {
-                        anyhow::bail!("a restart without nonempty mounted over the dead mount")
-                    }
-                    Err(e) => format!("{:#}", e),
-                };
-                let d = l.daemon(true)?;
-                let new_mount = access(list(&l.ceph_mount.join(VOLUME)));
-                let csi = csi_access(&l);
-                let start = l.start_container()?;
-                let now = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
-                let dev = |m: &MountInfo| (m.major, m.minor);
-                let on_point: Vec<&MountInfo> = now
-                    .iter()
-                    .filter(|m| m.mount_point == l.ceph_mount)
-                    .collect();
-                // Two mounts on one mount point: the new daemon's on top of the dead one.
-                let stacked_on_dead = match on_point[..] {
-                    [old, new] => {
-                        dev(old) == first.dev()
-                            && dev(new) == d.dev()
-                            && new.parent_id == old.mount_id
-                    }
-                    _ => false,
-                };
-                // The CSI bind still on the dead connection's device.
-                let bind_on_old_dev = now
-                    .iter()
-                    .filter(|m| m.mount_point == l.csi_target)
-                    .map(dev)
-                    .eq([first.dev()]);
-                observed["restart"] = json!({
-                    "without_nonempty": refused,
-                    "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1), "mnt_id": d.mnt_id()},
-                    "new_mount_access": new_mount,
-                    "csi_access": csi,
-                    "mounts_stacked_on_ceph_mount_point": on_point.len(),
-                    "new_mount_stacked_on_dead_mount": stacked_on_dead,
-                    "csi_bind_on_dead_device": bind_on_old_dev,
-                });
-                mounts = Some(now);
-                second = Some(d);
-                let r = new_mount.is_null()
-                    && errno_of(&csi) == Some(libc::ENOTCONN as i64)
-                    && !start.started
-                    && stacked_on_dead
-                    && bind_on_old_dev;
-                (r, start)
-            }
-            "remount" => {
-                // The fix, in the order that leaves nothing stale behind.
-                if let Some(mut b) = csi_bind.take() {
-                    b.teardown()
-                        .context("failed to unmount the stale CSI bind")?;
-                }
-                first
-                    .teardown()
-                    .context("failed to unmount the dead ceph-fuse mount")?;
-                let d = l.daemon(false)?;
-                csi_bind = Some(l.csi_publish()?);
-                let csi = csi_access(&l);
-                let start = l.start_container()?;
-                observed["fix"] = json!({
-                    "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1)},
-                    "csi_access": csi,
-                });
-                second = Some(d);
-                (!(csi.is_null() && start.started), start)
-            }
-            other => anyhow::bail!("unknown variant {other:?}"),
+        let mut dead = DeadDaemon::build(ctx, &l)?;
+        let mut observed = dead.observed.take();
+        let step = match kind {
+            Kind::Kill => kill(&l, &dead)?,
+            Kind::RestartNonempty => restart_nonempty(&l, &dead)?,
+            Kind::Remount => remount(&l, &mut dead)?,
         };
+        let Step {
+            reproduced,
+            start,
+            detail,
+            second,
+            mounts,
+        } = step;
+        if let Some((key, value)) = detail {
+            observed[key] = value;
+        }
         observed["container_start_failed_at"] = json!(start.failed_step());
         observed["container_start"] = json!(start);
         let mounts =
@@ -323,12 +246,160 @@ impl Scenario for FuseDaemonRestart {
 
         // Newest first: the restarted daemon's mount sits on top of the old one.
         drop(second);
-        drop(csi_bind);
-        drop(first);
+        drop(dead);
         Ok(VariantOutcome {
             reproduced,
             observed,
             findings,
         })
     }
+}
+
+/// The state every variant starts from: the daemon ran, the CSI volume was bound from its
+/// mount and a container started; then the daemon was SIGKILLed (the OOM kill).
+struct DeadDaemon {
+    // Field order is drop order: the bind before the daemon's mount it was made from.
+    csi_bind: Option<Mount>,
+    first: FuseDaemon,
+    after_kill: serde_json::Value,
+    observed: serde_json::Value,
+}
+
+impl DeadDaemon {
+    fn build(ctx: &Context, l: &Layout) -> anyhow::Result<DeadDaemon> {
+        let mut first = l.daemon(false)?;
+        let csi_bind = Some(l.csi_publish()?);
+        let healthy = l.start_container()?;
+        anyhow::ensure!(
+            healthy.started,
+            "a container start on the healthy mount failed: {healthy:?}"
+        );
+        ctx.progress(format!(
+            "ceph-fuse stand-in pid {} on dev {:?}; CSI volume bound; killing the daemon",
+            first.pid(),
+            first.dev()
+        ));
+        first.kill().context("failed to SIGKILL the daemon")?;
+        let after_kill = csi_access(l);
+        // The CSI node plugin's health check of its staging directory.
+        let plugin_check = access(list(&l.ceph_mount.join(VOLUME)));
+        let observed = json!({
+            "daemon": {"pid": first.pid(), "dev": dev_str(first.dev()), "mnt_id": first.mnt_id()},
+            "healthy_container_start": healthy,
+            "after_kill": {"csi_access": after_kill, "plugin_staging_check": plugin_check},
+        });
+        Ok(DeadDaemon {
+            csi_bind,
+            first,
+            after_kill,
+            observed,
+        })
+    }
+}
+
+fn dev_str((major, minor): (u32, u32)) -> String {
+    format!("{major}:{minor}")
+}
+
+/// What one variant did after the kill.
+struct Step {
+    reproduced: bool,
+    start: ContainerStart,
+    /// A key of `observed` and its value.
+    detail: Option<(&'static str, serde_json::Value)>,
+    /// The restarted daemon, dropped before the dead one.
+    second: Option<FuseDaemon>,
+    /// mountinfo, when the variant already read it for its verdict.
+    mounts: Option<Vec<MountInfo>>,
+}
+
+/// `kill`: the CSI path answers ENOTCONN and a new container start fails.
+fn kill(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<Step> {
+    let start = l.start_container()?;
+    Ok(Step {
+        reproduced: errno_of(&dead.after_kill) == Some(libc::ENOTCONN as i64) && !start.started,
+        start,
+        detail: None,
+        second: None,
+        mounts: None,
+    })
+}
+
+/// `restart-nonempty`: a new daemon stacked on the dead mount; the CSI bind stays dead.
+fn restart_nonempty(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<Step> {
+    // What a restart without nonempty gets: fusermount's check of the mount point.
+    let refused = match l.daemon(false) {
+        Ok(_) => anyhow::bail!("a restart without nonempty mounted over the dead mount"),
+        Err(e) => format!("{:#}", e),
+    };
+    let d = l.daemon(true)?;
+    let new_mount = access(list(&l.ceph_mount.join(VOLUME)));
+    let csi = csi_access(l);
+    let start = l.start_container()?;
+    let now = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
+    let dev = |m: &MountInfo| (m.major, m.minor);
+    let on_point: Vec<&MountInfo> = now
+        .iter()
+        .filter(|m| m.mount_point == l.ceph_mount)
+        .collect();
+    // Two mounts on one mount point: the new daemon's on top of the dead one.
+    let stacked_on_dead = match on_point[..] {
+        [old, new] => {
+            dev(old) == dead.first.dev() && dev(new) == d.dev() && new.parent_id == old.mount_id
+        }
+        _ => false,
+    };
+    // The CSI bind still on the dead connection's device.
+    let bind_on_old_dev = now
+        .iter()
+        .filter(|m| m.mount_point == l.csi_target)
+        .map(dev)
+        .eq([dead.first.dev()]);
+    let detail = json!({
+        "without_nonempty": refused,
+        "new_daemon": {"pid": d.pid(), "dev": dev_str(d.dev()), "mnt_id": d.mnt_id()},
+        "new_mount_access": new_mount,
+        "csi_access": csi,
+        "mounts_stacked_on_ceph_mount_point": on_point.len(),
+        "new_mount_stacked_on_dead_mount": stacked_on_dead,
+        "csi_bind_on_dead_device": bind_on_old_dev,
+    });
+    let reproduced = new_mount.is_null()
+        && errno_of(&csi) == Some(libc::ENOTCONN as i64)
+        && !start.started
+        && stacked_on_dead
+        && bind_on_old_dev;
+    Ok(Step {
+        reproduced,
+        start,
+        detail: Some(("restart", detail)),
+        second: Some(d),
+        mounts: Some(now),
+    })
+}
+
+/// `remount` (the fix), in the order that leaves nothing stale behind.
+fn remount(l: &Layout, dead: &mut DeadDaemon) -> anyhow::Result<Step> {
+    if let Some(mut b) = dead.csi_bind.take() {
+        b.teardown()
+            .context("failed to unmount the stale CSI bind")?;
+    }
+    dead.first
+        .teardown()
+        .context("failed to unmount the dead ceph-fuse mount")?;
+    let d = l.daemon(false)?;
+    dead.csi_bind = Some(l.csi_publish()?);
+    let csi = csi_access(l);
+    let start = l.start_container()?;
+    let detail = json!({
+        "new_daemon": {"pid": d.pid(), "dev": dev_str(d.dev())},
+        "csi_access": csi,
+    });
+    Ok(Step {
+        reproduced: !(csi.is_null() && start.started),
+        start,
+        detail: Some(("fix", detail)),
+        second: Some(d),
+        mounts: None,
+    })
 }

@@ -3,9 +3,11 @@
 //! Symptom: a pod mounts a host file as a hostPath volume of `type: File`; a host cronjob
 //! updates it with `echo new > tmp; mv -f tmp data.txt`. The host sees the new data, the pod
 //! keeps reading the old data forever: `stat /data.txt` in the container shows `Links: 0`, and
-//! the container's mountinfo root for `/data.txt` ends in `//deleted`. Seen in production
-//! ("ghost hostPath files", seed 001); the old inode is only kept alive by the container's
-//! mount namespace and is still readable from the host as `/proc/<pid>/root/data.txt`.
+//! the container's mountinfo root for `/data.txt` ends in `//deleted`. Seen in production (a
+//! public debugging report by Cốc Cốc engineers, "mythical 0-link readable file and other
+//! wonkeries", section "ghost hostPath files"); the old inode is only kept alive by the
+//! container's mount namespace and is still readable from the host as
+//! `/proc/<pid>/root/data.txt`.
 //!
 //! Cause: kubelet (through runc) implements hostPath as a bind mount, which pins the inode
 //! that the path named at pod start. rename(2) over the path gives the path a new inode and
@@ -40,22 +42,12 @@ const CONTAINER_LIMIT: Duration = Duration::from_secs(20);
 
 pub struct HostpathRename;
 
-/// How the host updates the file, and how the volume is mounted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    InPlace,
-    Rename,
-    DirBind,
-}
-
-impl Mode {
-    fn of(variant: &str) -> anyhow::Result<Mode> {
-        Ok(match variant {
-            "in-place" => Mode::InPlace,
-            "rename" => Mode::Rename,
-            "dir-bind" => Mode::DirBind,
-            other => anyhow::bail!("unknown variant {other:?}"),
-        })
+faultline_core::variant_kind! {
+    /// How the host updates the file, and how the volume is mounted.
+    enum Mode {
+        InPlace = "in-place",
+        Rename = "rename",
+        DirBind = "dir-bind",
     }
 }
 
@@ -68,8 +60,8 @@ impl Scenario for HostpathRename {
         "single-file hostPath bind pins the inode: after the host's mv -f the container reads the old, 0-link file"
     }
 
-    fn detector(&self) -> &'static str {
-        stale_bind::NAME
+    fn detectors(&self) -> &'static [&'static str] {
+        &[stale_bind::NAME]
     }
 
     fn requirements(&self) -> Vec<Requirement> {
@@ -79,17 +71,17 @@ impl Scenario for HostpathRename {
     fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
         vec![
             Variant::new(
-                "in-place",
+                Mode::InPlace,
                 "file bind; the host writes the same inode (truncate + write)",
                 Expectation::Clean,
             ),
             Variant::new(
-                "rename",
+                Mode::Rename,
                 "file bind; the host writes a new file and renames it over the path (mv -f)",
                 Expectation::Reproduced,
             ),
             Variant::new(
-                "dir-bind",
+                Mode::DirBind,
                 "the parent directory is bound; the host renames a new file over the path",
                 Expectation::Clean,
             ),
@@ -97,7 +89,7 @@ impl Scenario for HostpathRename {
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
-        let mode = Mode::of(variant.name)?;
+        let mode: Mode = variant.kind()?;
         let dir = ctx
             .variant_dir(variant.name)
             .context("failed to create the variant directory")?;
@@ -178,9 +170,12 @@ impl Scenario for HostpathRename {
         let observed = json!({
             "update": match mode {
                 Mode::InPlace => "truncate + write into the same inode",
-                _ => "write a new file, rename(2) it over the path (what mv -f does)",
+                Mode::Rename | Mode::DirBind => "write a new file, rename(2) it over the path (what mv -f does)",
             },
-            "mount": if mode == Mode::DirBind { "parent directory" } else { "single file" },
+            "mount": match mode {
+                Mode::InPlace | Mode::Rename => "single file",
+                Mode::DirBind => "parent directory",
+            },
             "container_pid": pid,
             "path_in_container": inside.display().to_string(),
             "host_content_after": host_after,

@@ -65,6 +65,20 @@ fn list_json_names_every_scenario_with_runnability() {
             assert!(!s["reason"].as_str().unwrap().is_empty(), "{s}");
         }
         assert!(!s["variants"].as_array().unwrap().is_empty(), "{s}");
+        assert!(s["options"].is_array(), "{s}");
+        // Every declared detector is one `faultline check` knows.
+        let declared = s["detectors"].as_array().unwrap();
+        assert!(!declared.is_empty(), "{s}");
+        for d in declared {
+            assert!(
+                doc["detectors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|known| known["name"] == *d),
+                "{d} in {s}"
+            );
+        }
     }
     assert!(doc["detectors"].is_array());
 }
