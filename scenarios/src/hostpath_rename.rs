@@ -93,37 +93,13 @@ impl Scenario for HostpathRename {
         let dir = ctx
             .variant_dir(variant.name)
             .context("failed to create the variant directory")?;
-        let host_dir = dir.join("host/var/lib/app");
-        std::fs::create_dir_all(&host_dir).context("failed to create the host directory")?;
-        let host_file = host_dir.join("data.txt");
-        std::fs::write(&host_file, OLD).context("failed to write the host file")?;
-        let root = dir.join("container-root");
-        std::fs::create_dir_all(&root).context("failed to create the container root")?;
-
-        // What kubelet asks runc for: the file itself, or (the mitigation) its directory.
-        let (bind, inside) = match mode {
-            Mode::InPlace | Mode::Rename => (
-                Bind {
-                    source: host_file.clone(),
-                    target: "/data.txt".into(),
-                    read_only: true,
-                },
-                PathBuf::from("/data.txt"),
-            ),
-            Mode::DirBind => (
-                Bind {
-                    source: host_dir.clone(),
-                    target: "/data".into(),
-                    read_only: true,
-                },
-                PathBuf::from("/data/data.txt"),
-            ),
-        };
-        let mount_point = bind.target.clone();
-        let spec = ContainerSpec {
-            root,
-            binds: vec![bind],
-        };
+        let Volume {
+            host_dir,
+            host_file,
+            spec,
+            inside,
+            mount_point,
+        } = Volume::build(&dir, mode)?;
         ctx.progress(format!("starting the container ({})", variant.name));
         let mut container =
             Container::start(&spec, CONTAINER_LIMIT).context("failed to start the container")?;
@@ -147,18 +123,7 @@ impl Scenario for HostpathRename {
         let after = container
             .read(&inside)
             .context("the container failed to read the volume after the update")?;
-        let through_proc_root = std::fs::read_to_string(
-            Path::new("/proc")
-                .join(pid.to_string())
-                .join("root")
-                .join(inside.strip_prefix("/").unwrap_or(&inside)),
-        )
-        .ok();
-        let mountinfo_root = read_mountinfo(Path::new("/proc"), Some(pid))
-            .context("failed to read the container's mountinfo")?
-            .into_iter()
-            .find(|m| m.mount_point == mount_point)
-            .map(|m| m.root_as_shown());
+        let (through_proc_root, mountinfo_root) = host_view(pid, &inside, &mount_point)?;
 
         // The same code `faultline check stale-bind` runs; /proc here is the scenario's own pid
         // namespace, so every finding is about this scenario's processes.
@@ -200,6 +165,70 @@ impl Scenario for HostpathRename {
     fn timeout(&self) -> Duration {
         Duration::from_secs(60)
     }
+}
+
+/// The host file and what kubelet asks runc for: a bind of the file itself, or (the
+/// mitigation) of its directory.
+struct Volume {
+    host_dir: PathBuf,
+    host_file: PathBuf,
+    spec: ContainerSpec,
+    /// The file's path inside the container.
+    inside: PathBuf,
+    /// The bind's mount point inside the container.
+    mount_point: PathBuf,
+}
+
+impl Volume {
+    fn build(dir: &Path, mode: Mode) -> anyhow::Result<Volume> {
+        let host_dir = dir.join("host/var/lib/app");
+        std::fs::create_dir_all(&host_dir).context("failed to create the host directory")?;
+        let host_file = host_dir.join("data.txt");
+        std::fs::write(&host_file, OLD).context("failed to write the host file")?;
+        let root = dir.join("container-root");
+        std::fs::create_dir_all(&root).context("failed to create the container root")?;
+        let (source, target, inside) = match mode {
+            Mode::InPlace | Mode::Rename => (host_file.clone(), "/data.txt", "/data.txt"),
+            Mode::DirBind => (host_dir.clone(), "/data", "/data/data.txt"),
+        };
+        let bind = Bind {
+            source,
+            target: target.into(),
+            read_only: true,
+        };
+        Ok(Volume {
+            host_dir,
+            host_file,
+            mount_point: bind.target.clone(),
+            spec: ContainerSpec {
+                root,
+                binds: vec![bind],
+            },
+            inside: PathBuf::from(inside),
+        })
+    }
+}
+
+/// What the host sees of the container's file: its content through `/proc/PID/root`, and
+/// the root of the container's mount as mountinfo shows it (`//deleted` when stale).
+fn host_view(
+    pid: i32,
+    inside: &Path,
+    mount_point: &Path,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let through_proc_root = std::fs::read_to_string(
+        Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(inside.strip_prefix("/").unwrap_or(inside)),
+    )
+    .ok();
+    let mountinfo_root = read_mountinfo(Path::new("/proc"), Some(pid))
+        .context("failed to read the container's mountinfo")?
+        .into_iter()
+        .find(|m| m.mount_point == mount_point)
+        .map(|m| m.root_as_shown());
+    Ok((through_proc_root, mountinfo_root))
 }
 
 fn update(mode: Mode, host_dir: &Path, host_file: &Path) -> anyhow::Result<()> {

@@ -28,7 +28,11 @@ mod tests {
     #[test]
     fn every_scenario_declares_known_detectors() {
         for s in super::all() {
-            assert!(!s.detectors().is_empty(), "{} declares no detector", s.name());
+            assert!(
+                !s.detectors().is_empty(),
+                "{} declares no detector",
+                s.name()
+            );
             for d in s.detectors() {
                 assert!(
                     faultline_detect::by_name(d).is_some(),

@@ -183,32 +183,7 @@ impl Scenario for EtxtbsyExecWhileCopy {
         }
 
         let watch = DirWatch::new(&host.bin_dir).context("failed to watch the host bin dir")?;
-        let (copier, window) = match kind {
-            Kind::Naive => (
-                CopierOutcome::from_io(&copy_naive(&host.src, &host.target)),
-                None,
-            ),
-            Kind::Atomic => {
-                let mut window = None;
-                let r = copy_atomic(&host.src, &host.target, || {
-                    window = Some(Window::probe(&host.target))
-                });
-                (CopierOutcome::from_io(&r), window)
-            }
-            Kind::UnlinkFirst => {
-                let mut window = None;
-                let r = copy_unlink_first(&host.src, &host.target, || {
-                    window = Some(Window::probe(&host.target))
-                });
-                (CopierOutcome::from_io(&r), window)
-            }
-            Kind::Copier => {
-                let template = ctx
-                    .option("copier")
-                    .context("the copier variant needs options[\"copier\"]")?;
-                (run_copier(template, &host)?, None)
-            }
-        };
+        let (copier, window) = replace(ctx, kind, &host)?;
         let events = watch
             .drain()
             .context("failed to read the bin dir's events")?;
@@ -275,6 +250,34 @@ impl Scenario for EtxtbsyExecWhileCopy {
             findings,
         })
     }
+}
+
+/// Runs the variant's copier over the running binary. For the copiers with two steps, also
+/// what the path looked like between them.
+fn replace(
+    ctx: &Context,
+    kind: Kind,
+    host: &HostBin,
+) -> anyhow::Result<(CopierOutcome, Option<Window>)> {
+    let mut window = None;
+    let outcome = match kind {
+        Kind::Naive => CopierOutcome::from_io(&copy_naive(&host.src, &host.target)),
+        Kind::Atomic => CopierOutcome::from_io(&copy_atomic(&host.src, &host.target, || {
+            window = Some(Window::probe(&host.target))
+        })),
+        Kind::UnlinkFirst => {
+            CopierOutcome::from_io(&copy_unlink_first(&host.src, &host.target, || {
+                window = Some(Window::probe(&host.target))
+            }))
+        }
+        Kind::Copier => {
+            let template = ctx
+                .option("copier")
+                .context("the copier variant needs options[\"copier\"]")?;
+            run_copier(template, host)?
+        }
+    };
+    Ok((outcome, window))
 }
 
 /// For `--copier`, the classification is the verdict: unsafe strategies reproduce the bug;

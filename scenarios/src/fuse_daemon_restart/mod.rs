@@ -35,6 +35,11 @@
 //! - `remount` (the fix): unmount the stale CSI bind and the dead mount, restart the daemon on
 //!   the empty mount point (no `nonempty` needed), bind the volume again from the new mount:
 //!   the container starts. Clean.
+//!
+//! Files: here the layout (build) and the detector run; `variants` the start every variant
+//! shares (daemon killed) and each variant's steps after it (trigger, observe, judge).
+
+mod variants;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +54,8 @@ use faultline_fuse::{FuseConfig, FuseDaemon};
 use faultline_runtime::runc_bind::{start_container, ContainerStart};
 use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
 use serde_json::json;
+
+use variants::{kill, remount, restart_nonempty, DeadDaemon, Step};
 
 const POD_UID: &str = "92f2591b-66b5-4843-b7a7-42d0acd2be07";
 const VOLUME: &str = "dashboard-folder";
@@ -253,153 +260,4 @@ impl Scenario for FuseDaemonRestart {
             findings,
         })
     }
-}
-
-/// The state every variant starts from: the daemon ran, the CSI volume was bound from its
-/// mount and a container started; then the daemon was SIGKILLed (the OOM kill).
-struct DeadDaemon {
-    // Field order is drop order: the bind before the daemon's mount it was made from.
-    csi_bind: Option<Mount>,
-    first: FuseDaemon,
-    after_kill: serde_json::Value,
-    observed: serde_json::Value,
-}
-
-impl DeadDaemon {
-    fn build(ctx: &Context, l: &Layout) -> anyhow::Result<DeadDaemon> {
-        let mut first = l.daemon(false)?;
-        let csi_bind = Some(l.csi_publish()?);
-        let healthy = l.start_container()?;
-        anyhow::ensure!(
-            healthy.started,
-            "a container start on the healthy mount failed: {healthy:?}"
-        );
-        ctx.progress(format!(
-            "ceph-fuse stand-in pid {} on dev {:?}; CSI volume bound; killing the daemon",
-            first.pid(),
-            first.dev()
-        ));
-        first.kill().context("failed to SIGKILL the daemon")?;
-        let after_kill = csi_access(l);
-        // The CSI node plugin's health check of its staging directory.
-        let plugin_check = access(list(&l.ceph_mount.join(VOLUME)));
-        let observed = json!({
-            "daemon": {"pid": first.pid(), "dev": dev_str(first.dev()), "mnt_id": first.mnt_id()},
-            "healthy_container_start": healthy,
-            "after_kill": {"csi_access": after_kill, "plugin_staging_check": plugin_check},
-        });
-        Ok(DeadDaemon {
-            csi_bind,
-            first,
-            after_kill,
-            observed,
-        })
-    }
-}
-
-fn dev_str((major, minor): (u32, u32)) -> String {
-    format!("{major}:{minor}")
-}
-
-/// What one variant did after the kill.
-struct Step {
-    reproduced: bool,
-    start: ContainerStart,
-    /// A key of `observed` and its value.
-    detail: Option<(&'static str, serde_json::Value)>,
-    /// The restarted daemon, dropped before the dead one.
-    second: Option<FuseDaemon>,
-    /// mountinfo, when the variant already read it for its verdict.
-    mounts: Option<Vec<MountInfo>>,
-}
-
-/// `kill`: the CSI path answers ENOTCONN and a new container start fails.
-fn kill(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<Step> {
-    let start = l.start_container()?;
-    Ok(Step {
-        reproduced: errno_of(&dead.after_kill) == Some(libc::ENOTCONN as i64) && !start.started,
-        start,
-        detail: None,
-        second: None,
-        mounts: None,
-    })
-}
-
-/// `restart-nonempty`: a new daemon stacked on the dead mount; the CSI bind stays dead.
-fn restart_nonempty(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<Step> {
-    // What a restart without nonempty gets: fusermount's check of the mount point.
-    let refused = match l.daemon(false) {
-        Ok(_) => anyhow::bail!("a restart without nonempty mounted over the dead mount"),
-        Err(e) => format!("{:#}", e),
-    };
-    let d = l.daemon(true)?;
-    let new_mount = access(list(&l.ceph_mount.join(VOLUME)));
-    let csi = csi_access(l);
-    let start = l.start_container()?;
-    let now = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
-    let dev = |m: &MountInfo| (m.major, m.minor);
-    let on_point: Vec<&MountInfo> = now
-        .iter()
-        .filter(|m| m.mount_point == l.ceph_mount)
-        .collect();
-    // Two mounts on one mount point: the new daemon's on top of the dead one.
-    let stacked_on_dead = match on_point[..] {
-        [old, new] => {
-            dev(old) == dead.first.dev() && dev(new) == d.dev() && new.parent_id == old.mount_id
-        }
-        _ => false,
-    };
-    // The CSI bind still on the dead connection's device.
-    let bind_on_old_dev = now
-        .iter()
-        .filter(|m| m.mount_point == l.csi_target)
-        .map(dev)
-        .eq([dead.first.dev()]);
-    let detail = json!({
-        "without_nonempty": refused,
-        "new_daemon": {"pid": d.pid(), "dev": dev_str(d.dev()), "mnt_id": d.mnt_id()},
-        "new_mount_access": new_mount,
-        "csi_access": csi,
-        "mounts_stacked_on_ceph_mount_point": on_point.len(),
-        "new_mount_stacked_on_dead_mount": stacked_on_dead,
-        "csi_bind_on_dead_device": bind_on_old_dev,
-    });
-    let reproduced = new_mount.is_null()
-        && errno_of(&csi) == Some(libc::ENOTCONN as i64)
-        && !start.started
-        && stacked_on_dead
-        && bind_on_old_dev;
-    Ok(Step {
-        reproduced,
-        start,
-        detail: Some(("restart", detail)),
-        second: Some(d),
-        mounts: Some(now),
-    })
-}
-
-/// `remount` (the fix), in the order that leaves nothing stale behind.
-fn remount(l: &Layout, dead: &mut DeadDaemon) -> anyhow::Result<Step> {
-    if let Some(mut b) = dead.csi_bind.take() {
-        b.teardown()
-            .context("failed to unmount the stale CSI bind")?;
-    }
-    dead.first
-        .teardown()
-        .context("failed to unmount the dead ceph-fuse mount")?;
-    let d = l.daemon(false)?;
-    dead.csi_bind = Some(l.csi_publish()?);
-    let csi = csi_access(l);
-    let start = l.start_container()?;
-    let detail = json!({
-        "new_daemon": {"pid": d.pid(), "dev": dev_str(d.dev())},
-        "csi_access": csi,
-    });
-    Ok(Step {
-        reproduced: !(csi.is_null() && start.started),
-        start,
-        detail: Some(("fix", detail)),
-        second: Some(d),
-        mounts: None,
-    })
 }
