@@ -8,9 +8,11 @@
 //! EXT4-fs warning (device md1): ext4_dx_add_entry:2384: Large directory feature is not enabled on this filesystem
 //! ```
 //!
-//! Seen on a Kubernetes node (seed 001, "unbalanced directory index"): a PHP app's temp dir held
-//! 4.7 million files; creates failed now and then, because a name whose hash lands in a leaf
-//! block that still has room is created fine (Red Hat solution 29894). The index is full when
+//! Seen on a Kubernetes node (a public debugging report by Cốc Cốc engineers, "mythical 0-link
+//! readable file and other wonkeries", section "unbalanced directory index"): a PHP app's temp
+//! dir held 4.7 million files; creates failed now and then, because a name whose hash lands in
+//! a leaf block that still has room is created fine (Red Hat solution 29894,
+//! <https://access.redhat.com/solutions/29894>). The index is full when
 //! its root and one interior block are full; `large_dir` (Linux 4.13, commit e08ac99fa2a2
 //! "ext4: add largedir feature") allows a third level.
 //!
@@ -26,7 +28,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use faultline_core::guard::{Ext4Image, MountedExt4};
 use faultline_core::{
-    Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
+    Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantKind,
+    VariantOutcome,
 };
 use faultline_detect::ext4_index_full::{self, Warning};
 use faultline_detect::{htree_capacity, kernel_log};
@@ -38,8 +41,13 @@ use serde_json::json;
 
 pub struct Ext4HtreeExhaustion;
 
-const NO_LARGE_DIR: &str = "no-large-dir";
-const LARGE_DIR: &str = "large-dir";
+faultline_core::variant_kind! {
+    enum Kind {
+        NoLargeDir = "no-large-dir",
+        LargeDir = "large-dir",
+    }
+}
+
 const BLOCK_SIZE: u32 = 1024;
 /// The no-large-dir image: the index fills long before the blocks or inodes run out.
 const IMAGE_MIB: u64 = 24;
@@ -62,8 +70,9 @@ impl Scenario for Ext4HtreeExhaustion {
         "flat ext4 directory without large_dir: htree index full, creates fail with ENOSPC while blocks and inodes are free"
     }
 
-    fn detector(&self) -> &'static str {
-        ext4_index_full::NAME
+    /// The kernel log says the index is full; htree-capacity says how full it is.
+    fn detectors(&self) -> &'static [&'static str] {
+        &[ext4_index_full::NAME, htree_capacity::NAME]
     }
 
     fn requirements(&self) -> Vec<Requirement> {
@@ -84,14 +93,14 @@ impl Scenario for Ext4HtreeExhaustion {
 
     fn variants(&self, kernel: &KernelVersion) -> Vec<Variant> {
         let mut v = vec![Variant::new(
-            NO_LARGE_DIR,
+            Kind::NoLargeDir,
             "-O ^large_dir: fill one directory until a create fails",
             Expectation::Reproduced,
         )];
         // large_dir exists from Linux 4.13; older kernels refuse to mount such a file system.
         if kernel.at_least("4.13") {
             v.push(Variant::new(
-                LARGE_DIR,
+                Kind::LargeDir,
                 "-O large_dir: more files than a 2-level index can hold, all created",
                 Expectation::Clean,
             ));
@@ -100,10 +109,9 @@ impl Scenario for Ext4HtreeExhaustion {
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
-        match variant.name {
-            NO_LARGE_DIR => no_large_dir(ctx),
-            LARGE_DIR => large_dir(ctx),
-            other => anyhow::bail!("unknown variant {other}"),
+        match variant.kind()? {
+            Kind::NoLargeDir => no_large_dir(ctx),
+            Kind::LargeDir => large_dir(ctx),
         }
     }
 }
@@ -129,12 +137,12 @@ struct Fs {
 /// A sparse image on the scratch tmpfs, mkfs'd, attached and mounted in our namespace.
 fn build(
     ctx: &Context,
-    variant: &str,
+    variant: Kind,
     size_mib: u64,
     inodes: u64,
     feature: &str,
 ) -> anyhow::Result<Fs> {
-    let dir = ctx.variant_dir(variant)?;
+    let dir = ctx.variant_dir(variant.name())?;
     let image = dir.join("ext4.img");
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt)?;
@@ -249,7 +257,7 @@ fn fill(dir: &OwnedFd, limit: u64) -> (u64, Option<Errno>) {
 fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     let log_from = kmsg_position(ctx);
     let start = Instant::now();
-    let fs = build(ctx, NO_LARGE_DIR, IMAGE_MIB, IMAGE_INODES, "^large_dir")?;
+    let fs = build(ctx, Kind::NoLargeDir, IMAGE_MIB, IMAGE_INODES, "^large_dir")?;
     let root = fs.mounted.target().to_path_buf();
     let device = fs.mounted.device().name();
     let flat = root.join("flat");
@@ -263,7 +271,7 @@ fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     let (free_blocks, free_inodes) = free(&flat)?;
     let meta = std::fs::metadata(&flat)?;
 
-    // The seed's subtlety: names whose hash lands in a leaf with room are still created.
+    // The report's subtlety: names whose hash lands in a leaf with room are still created.
     let probes_created = (0..PROBES as u64)
         .filter(|&i| create(&dir, &file_name("probe", i)).is_ok())
         .count();
@@ -281,7 +289,8 @@ fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
         htree_capacity::assess(&fresh).context("htree-capacity on a fresh directory")?;
 
     let (lines, warnings) = index_full_warnings(ctx, log_from, &device);
-    let findings = our_findings(&lines, &device);
+    let mut findings = our_findings(&lines, &device);
+    findings.extend(capacity.finding());
     let enospc = failure == Some(Errno::ENOSPC);
     let reproduced = enospc && free_blocks > 0 && free_inodes > 0 && warnings > 0;
     let observed = json!({
@@ -322,7 +331,7 @@ fn no_large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
 fn large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     let log_from = kmsg_position(ctx);
     let target = two_level_bound();
-    let fs = build(ctx, LARGE_DIR, 64, target + 2_000, "large_dir")?;
+    let fs = build(ctx, Kind::LargeDir, 64, target + 2_000, "large_dir")?;
     let root = fs.mounted.target().to_path_buf();
     let device = fs.mounted.device().name();
     let flat = root.join("flat");
@@ -336,7 +345,8 @@ fn large_dir(ctx: &mut Context) -> anyhow::Result<VariantOutcome> {
     let capacity =
         htree_capacity::assess(&flat).context("htree-capacity on the large_dir directory")?;
     let (lines, warnings) = index_full_warnings(ctx, log_from, &device);
-    let findings = our_findings(&lines, &device);
+    let mut findings = our_findings(&lines, &device);
+    findings.extend(capacity.finding());
     let reproduced =
         (failure == Some(Errno::ENOSPC) && free_blocks > 0 && free_inodes > 0) || warnings > 0;
     let observed = json!({

@@ -3,9 +3,11 @@
 //! Symptom: a pod mounts a host file as a hostPath volume of `type: File`; a host cronjob
 //! updates it with `echo new > tmp; mv -f tmp data.txt`. The host sees the new data, the pod
 //! keeps reading the old data forever: `stat /data.txt` in the container shows `Links: 0`, and
-//! the container's mountinfo root for `/data.txt` ends in `//deleted`. Seen in production
-//! ("ghost hostPath files", seed 001); the old inode is only kept alive by the container's
-//! mount namespace and is still readable from the host as `/proc/<pid>/root/data.txt`.
+//! the container's mountinfo root for `/data.txt` ends in `//deleted`. Seen in production (a
+//! public debugging report by Cốc Cốc engineers, "mythical 0-link readable file and other
+//! wonkeries", section "ghost hostPath files"); the old inode is only kept alive by the
+//! container's mount namespace and is still readable from the host as
+//! `/proc/<pid>/root/data.txt`.
 //!
 //! Cause: kubelet (through runc) implements hostPath as a bind mount, which pins the inode
 //! that the path named at pod start. rename(2) over the path gives the path a new inode and
@@ -40,22 +42,12 @@ const CONTAINER_LIMIT: Duration = Duration::from_secs(20);
 
 pub struct HostpathRename;
 
-/// How the host updates the file, and how the volume is mounted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    InPlace,
-    Rename,
-    DirBind,
-}
-
-impl Mode {
-    fn of(variant: &str) -> anyhow::Result<Mode> {
-        Ok(match variant {
-            "in-place" => Mode::InPlace,
-            "rename" => Mode::Rename,
-            "dir-bind" => Mode::DirBind,
-            other => anyhow::bail!("unknown variant {other:?}"),
-        })
+faultline_core::variant_kind! {
+    /// How the host updates the file, and how the volume is mounted.
+    enum Mode {
+        InPlace = "in-place",
+        Rename = "rename",
+        DirBind = "dir-bind",
     }
 }
 
@@ -68,8 +60,8 @@ impl Scenario for HostpathRename {
         "single-file hostPath bind pins the inode: after the host's mv -f the container reads the old, 0-link file"
     }
 
-    fn detector(&self) -> &'static str {
-        stale_bind::NAME
+    fn detectors(&self) -> &'static [&'static str] {
+        &[stale_bind::NAME]
     }
 
     fn requirements(&self) -> Vec<Requirement> {
@@ -79,17 +71,17 @@ impl Scenario for HostpathRename {
     fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
         vec![
             Variant::new(
-                "in-place",
+                Mode::InPlace,
                 "file bind; the host writes the same inode (truncate + write)",
                 Expectation::Clean,
             ),
             Variant::new(
-                "rename",
+                Mode::Rename,
                 "file bind; the host writes a new file and renames it over the path (mv -f)",
                 Expectation::Reproduced,
             ),
             Variant::new(
-                "dir-bind",
+                Mode::DirBind,
                 "the parent directory is bound; the host renames a new file over the path",
                 Expectation::Clean,
             ),
@@ -97,41 +89,17 @@ impl Scenario for HostpathRename {
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
-        let mode = Mode::of(variant.name)?;
+        let mode: Mode = variant.kind()?;
         let dir = ctx
             .variant_dir(variant.name)
             .context("failed to create the variant directory")?;
-        let host_dir = dir.join("host/var/lib/app");
-        std::fs::create_dir_all(&host_dir).context("failed to create the host directory")?;
-        let host_file = host_dir.join("data.txt");
-        std::fs::write(&host_file, OLD).context("failed to write the host file")?;
-        let root = dir.join("container-root");
-        std::fs::create_dir_all(&root).context("failed to create the container root")?;
-
-        // What kubelet asks runc for: the file itself, or (the mitigation) its directory.
-        let (bind, inside) = match mode {
-            Mode::InPlace | Mode::Rename => (
-                Bind {
-                    source: host_file.clone(),
-                    target: "/data.txt".into(),
-                    read_only: true,
-                },
-                PathBuf::from("/data.txt"),
-            ),
-            Mode::DirBind => (
-                Bind {
-                    source: host_dir.clone(),
-                    target: "/data".into(),
-                    read_only: true,
-                },
-                PathBuf::from("/data/data.txt"),
-            ),
-        };
-        let mount_point = bind.target.clone();
-        let spec = ContainerSpec {
-            root,
-            binds: vec![bind],
-        };
+        let Volume {
+            host_dir,
+            host_file,
+            spec,
+            inside,
+            mount_point,
+        } = Volume::build(&dir, mode)?;
         ctx.progress(format!("starting the container ({})", variant.name));
         let mut container =
             Container::start(&spec, CONTAINER_LIMIT).context("failed to start the container")?;
@@ -155,18 +123,7 @@ impl Scenario for HostpathRename {
         let after = container
             .read(&inside)
             .context("the container failed to read the volume after the update")?;
-        let through_proc_root = std::fs::read_to_string(
-            Path::new("/proc")
-                .join(pid.to_string())
-                .join("root")
-                .join(inside.strip_prefix("/").unwrap_or(&inside)),
-        )
-        .ok();
-        let mountinfo_root = read_mountinfo(Path::new("/proc"), Some(pid))
-            .context("failed to read the container's mountinfo")?
-            .into_iter()
-            .find(|m| m.mount_point == mount_point)
-            .map(|m| m.root_as_shown());
+        let (through_proc_root, mountinfo_root) = host_view(pid, &inside, &mount_point)?;
 
         // The same code `faultline check stale-bind` runs; /proc here is the scenario's own pid
         // namespace, so every finding is about this scenario's processes.
@@ -178,9 +135,12 @@ impl Scenario for HostpathRename {
         let observed = json!({
             "update": match mode {
                 Mode::InPlace => "truncate + write into the same inode",
-                _ => "write a new file, rename(2) it over the path (what mv -f does)",
+                Mode::Rename | Mode::DirBind => "write a new file, rename(2) it over the path (what mv -f does)",
             },
-            "mount": if mode == Mode::DirBind { "parent directory" } else { "single file" },
+            "mount": match mode {
+                Mode::InPlace | Mode::Rename => "single file",
+                Mode::DirBind => "parent directory",
+            },
             "container_pid": pid,
             "path_in_container": inside.display().to_string(),
             "host_content_after": host_after,
@@ -205,6 +165,70 @@ impl Scenario for HostpathRename {
     fn timeout(&self) -> Duration {
         Duration::from_secs(60)
     }
+}
+
+/// The host file and what kubelet asks runc for: a bind of the file itself, or (the
+/// mitigation) of its directory.
+struct Volume {
+    host_dir: PathBuf,
+    host_file: PathBuf,
+    spec: ContainerSpec,
+    /// The file's path inside the container.
+    inside: PathBuf,
+    /// The bind's mount point inside the container.
+    mount_point: PathBuf,
+}
+
+impl Volume {
+    fn build(dir: &Path, mode: Mode) -> anyhow::Result<Volume> {
+        let host_dir = dir.join("host/var/lib/app");
+        std::fs::create_dir_all(&host_dir).context("failed to create the host directory")?;
+        let host_file = host_dir.join("data.txt");
+        std::fs::write(&host_file, OLD).context("failed to write the host file")?;
+        let root = dir.join("container-root");
+        std::fs::create_dir_all(&root).context("failed to create the container root")?;
+        let (source, target, inside) = match mode {
+            Mode::InPlace | Mode::Rename => (host_file.clone(), "/data.txt", "/data.txt"),
+            Mode::DirBind => (host_dir.clone(), "/data", "/data/data.txt"),
+        };
+        let bind = Bind {
+            source,
+            target: target.into(),
+            read_only: true,
+        };
+        Ok(Volume {
+            host_dir,
+            host_file,
+            mount_point: bind.target.clone(),
+            spec: ContainerSpec {
+                root,
+                binds: vec![bind],
+            },
+            inside: PathBuf::from(inside),
+        })
+    }
+}
+
+/// What the host sees of the container's file: its content through `/proc/PID/root`, and
+/// the root of the container's mount as mountinfo shows it (`//deleted` when stale).
+fn host_view(
+    pid: i32,
+    inside: &Path,
+    mount_point: &Path,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let through_proc_root = std::fs::read_to_string(
+        Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(inside.strip_prefix("/").unwrap_or(inside)),
+    )
+    .ok();
+    let mountinfo_root = read_mountinfo(Path::new("/proc"), Some(pid))
+        .context("failed to read the container's mountinfo")?
+        .into_iter()
+        .find(|m| m.mount_point == mount_point)
+        .map(|m| m.root_as_shown());
+    Ok((through_proc_root, mountinfo_root))
 }
 
 fn update(mode: Mode, host_dir: &Path, host_file: &Path) -> anyhow::Result<()> {

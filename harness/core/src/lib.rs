@@ -15,7 +15,9 @@ pub use faultline_detect::{Finding, Severity};
 pub use faultline_sys::KernelVersion;
 pub use requirement::Requirement;
 pub use result::{RunReport, ScenarioResult, Status, VariantResult};
-pub use scenario::{Context, Expectation, Scenario, ScenarioOption, Variant, VariantOutcome};
+pub use scenario::{
+    Context, Expectation, Scenario, ScenarioOption, Variant, VariantKind, VariantOutcome,
+};
 
 /// The re-exec entry points this crate owns: a scenario's namespace init and the scenario.
 pub const ENTRIES: &[&faultline_sys::entry::Entry] =

@@ -34,22 +34,97 @@ impl Expectation {
     }
 }
 
-/// One way of running the scenario, with what must happen on a given kernel.
+/// One way of running the scenario, with what must happen on a given kernel. Made from the
+/// scenario's [`VariantKind`] enum; `run_variant` gets the enum back with [`Variant::kind`].
 #[derive(Debug, Clone)]
 pub struct Variant {
+    /// The stable name of the JSON report and the command line (`VariantKind::name`).
     pub name: &'static str,
     pub summary: &'static str,
     pub expected: Expectation,
 }
 
 impl Variant {
-    pub fn new(name: &'static str, summary: &'static str, expected: Expectation) -> Variant {
+    pub fn new<K: VariantKind>(kind: K, summary: &'static str, expected: Expectation) -> Variant {
         Variant {
-            name,
+            name: kind.name(),
             summary,
             expected,
         }
     }
+
+    /// The scenario's enum value this variant was made from, so that `run_variant` matches
+    /// the variants exhaustively. A name that is not one of `K`'s is a harness error.
+    pub fn kind<K: VariantKind>(&self) -> Result<K, UnknownVariant> {
+        K::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == self.name)
+            .ok_or_else(|| UnknownVariant {
+                name: self.name.to_string(),
+                known: K::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// A scenario's variants as an enum. Declare it with [`variant_kind!`], which writes
+/// [`VariantKind::ALL`] and [`VariantKind::name`] from one list, so neither can miss a variant.
+pub trait VariantKind: Copy + 'static {
+    /// Every variant of the enum.
+    const ALL: &'static [Self];
+    /// The variant's stable name.
+    fn name(self) -> &'static str;
+}
+
+/// A [`Variant`] whose name is not one of the scenario's enum.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown variant {name:?} (the scenario has: {known})")]
+pub struct UnknownVariant {
+    pub name: String,
+    pub known: String,
+}
+
+/// Declares a scenario's variant enum and its [`VariantKind`] impl:
+///
+/// ```
+/// faultline_core::variant_kind! {
+///     /// How the host updates the file.
+///     pub enum Mode {
+///         InPlace = "in-place",
+///         Rename = "rename",
+///     }
+/// }
+/// use faultline_core::scenario::VariantKind;
+/// assert_eq!(Mode::Rename.name(), "rename");
+/// assert_eq!(Mode::ALL.len(), 2);
+/// ```
+#[macro_export]
+macro_rules! variant_kind {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $enum:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $name:literal),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $enum {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $crate::scenario::VariantKind for $enum {
+            const ALL: &'static [Self] = &[$($enum::$variant),+];
+            fn name(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name),+
+                }
+            }
+        }
+    };
 }
 
 /// What one variant did: whether the symptom appeared, what was seen, what the detector said.
@@ -100,8 +175,10 @@ pub trait Scenario: Sync {
     fn name(&self) -> &'static str;
     /// One line: the failure.
     fn summary(&self) -> &'static str;
-    /// The detector that must agree with the scenario's own observation.
-    fn detector(&self) -> &'static str;
+    /// The detectors (their `NAME` constants) that must agree with the scenario's own
+    /// observation. The runner counts only their findings, and fails a variant on a finding
+    /// from any other detector.
+    fn detectors(&self) -> &'static [&'static str];
     fn requirements(&self) -> Vec<Requirement>;
     /// The variants and what each must do on `kernel`.
     fn variants(&self, kernel: &KernelVersion) -> Vec<Variant>;
@@ -187,5 +264,44 @@ impl Context {
     /// A progress line for long steps (shown with -v).
     pub fn progress(&self, msg: impl AsRef<str>) {
         tracing::info!(scenario = %self.scenario, "{}", msg.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::variant_kind! {
+        enum Mode {
+            InPlace = "in-place",
+            Rename = "rename",
+        }
+    }
+
+    #[test]
+    fn a_variant_maps_back_to_its_enum() {
+        let v = Variant::new(Mode::Rename, "mv -f", Expectation::Reproduced);
+        assert_eq!(v.name, "rename");
+        assert_eq!(v.kind::<Mode>().unwrap(), Mode::Rename);
+        assert_eq!(
+            Variant::new(Mode::InPlace, "", Expectation::Clean)
+                .kind::<Mode>()
+                .unwrap(),
+            Mode::InPlace
+        );
+    }
+
+    #[test]
+    fn a_foreign_variant_is_an_error_not_another_variant() {
+        let v = Variant {
+            name: "dir-bind",
+            summary: "",
+            expected: Expectation::Clean,
+        };
+        let err = v.kind::<Mode>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"unknown variant "dir-bind" (the scenario has: in-place, rename)"#
+        );
     }
 }

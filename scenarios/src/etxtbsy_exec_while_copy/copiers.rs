@@ -37,7 +37,8 @@ pub(super) fn copy_atomic(src: &Path, dst: &Path, between: impl FnOnce()) -> io:
     result
 }
 
-/// The seed's "lazybones way". `between` runs while the path is missing.
+/// The "lazybones way" of the public report this scenario follows ("the mystery of pod
+/// crashloops and etxtbsy"). `between` runs while the path is missing.
 pub(super) fn copy_unlink_first(src: &Path, dst: &Path, between: impl FnOnce()) -> io::Result<()> {
     match fs::remove_file(dst) {
         Ok(()) => {}

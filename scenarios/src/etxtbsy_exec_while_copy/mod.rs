@@ -5,8 +5,8 @@
 //! `cdc` onto the host (`/home/kubernetes/bin/cdc`) with `fs::copy` at start-up. If the host
 //! is running `cdc` at that moment (the kernel's `core_pattern` pipe helper, writing a dump),
 //! `open(O_WRONLY|O_TRUNC)` on the running inode fails with ETXTBSY, the agent exits, the
-//! crash makes the kernel run `cdc` again, and the pod crashloops (seed 000, "the mystery of
-//! pod crashloops and etxtbsy"; IBM/core-dump-handler#86 "Error: Text file busy (os error
+//! crash makes the kernel run `cdc` again, and the pod crashloops (a public debugging report,
+//! "the mystery of pod crashloops and etxtbsy"; IBM/core-dump-handler#86 "Error: Text file busy (os error
 //! 26)" on GKE, where `ps` showed `/home/kubernetes/bin/cdc` processes stuck for weeks).
 //!
 //! Here: a "host bin dir" on the scenario's scratch tmpfs holds `cdc` (a copy of coreutils'
@@ -24,14 +24,14 @@
 //! - `atomic`: a temporary file in the same directory, fsync, rename over the path. Clean:
 //!   the path is present throughout, the running process keeps the old inode (its
 //!   `/proc/PID/exe` still reads v1) and a fresh exec runs v2.
-//! - `unlink-first`: remove the path, then copy (the seed's "lazybones way"). It succeeds and
+//! - `unlink-first`: remove the path, then copy (the report's "lazybones way"). It succeeds and
 //!   avoids ETXTBSY, but the path is missing for a window; the scenario stops the copier in
 //!   that window and shows that `stat` and an exec of the path fail with ENOENT — what the
 //!   kernel's core_pattern helper would hit, losing the dump. We count that window as the bug
 //!   reproduced in a lesser form: the variant expects `reproduced` and the detector reports
 //!   `unlink-then-create` with a *warning* (the ETXTBSY forms are *critical*). Calling it
-//!   clean would make the detector stay silent about a window that really loses work, and
-//!   DESIGN.md names only temp-file-plus-rename as the fixed variant.
+//!   clean would make the detector stay silent about a window that really loses work; only
+//!   temp-file-plus-rename leaves the path valid throughout.
 //!
 //! `--copier 'COMMAND {src} {dst}'` (options["copier"]) runs a third-party copier or
 //! installer instead of the built-ins, as one variant `copier` whose verdict is the
@@ -47,8 +47,8 @@
 //! exec", 6.11-rc1) stopped denying writes to running executables; 3b832035387f (Revert
 //! "fs: don't block i_writecount during exec", 6.13-rc1) restored ETXTBSY after mold's
 //! in-place relinking crashed running programs, and the revert reached stable as 6.11.11
-//! and 6.12.2. So 6.11-rc1..6.11.10 and 6.12-rc1..6.12.1 (including 6.12's release
-//! candidates, which DESIGN.md's "6.12.0..6.12.1" leaves implicit) let the write through.
+//! and 6.12.2. So 6.11-rc1..6.11.10 and 6.12-rc1..6.12.1 (6.12's release candidates
+//! included) let the write through.
 //! Distribution kernels that carry the revert under an older version number will show
 //! ETXTBSY where the table expects the write to succeed: the `naive` variant then fails
 //! with both observations in `observed`.
@@ -70,7 +70,7 @@ use faultline_core::{
     VariantOutcome,
 };
 use faultline_detect::busy_binary::{
-    classify, executors, replacement_findings, Classification, CopierOutcome, DirWatch,
+    self, classify, executors, replacement_findings, Classification, CopierOutcome, DirWatch,
     Replacement, Strategy, ETXTBSY,
 };
 use serde_json::json;
@@ -82,6 +82,16 @@ use observations::{After, Window};
 pub use write_denial::{kernel_denies_writes, NO_WRITE_DENIAL};
 
 pub struct EtxtbsyExecWhileCopy;
+
+faultline_core::variant_kind! {
+    /// The built-in copiers, and `copier` for a command given with `--copier`.
+    enum Kind {
+        Naive = "naive",
+        Atomic = "atomic",
+        UnlinkFirst = "unlink-first",
+        Copier = "copier",
+    }
+}
 
 const NAME: &str = "cdc";
 const OLD_VERSION: &str = "v1";
@@ -109,8 +119,8 @@ impl Scenario for EtxtbsyExecWhileCopy {
         "a daemon copies a binary in place over a file the kernel is executing: Text file busy (os error 26), crashloop"
     }
 
-    fn detector(&self) -> &'static str {
-        "busy-binary"
+    fn detectors(&self) -> &'static [&'static str] {
+        &[busy_binary::NAME]
     }
 
     fn requirements(&self) -> Vec<Requirement> {
@@ -124,14 +134,14 @@ impl Scenario for EtxtbsyExecWhileCopy {
             NAIVE_ALLOWED
         };
         vec![
-            Variant::new("naive", naive, Expectation::Reproduced),
+            Variant::new(Kind::Naive, naive, Expectation::Reproduced),
             Variant::new(
-                "atomic",
+                Kind::Atomic,
                 "temp file in the same dir, fsync, rename: old process keeps its inode, a fresh exec runs the new version",
                 Expectation::Clean,
             ),
             Variant::new(
-                "unlink-first",
+                Kind::UnlinkFirst,
                 "remove then copy: no ETXTBSY, but the path is missing for a window (warning)",
                 Expectation::Reproduced,
             ),
@@ -145,7 +155,7 @@ impl Scenario for EtxtbsyExecWhileCopy {
     ) -> Vec<Variant> {
         if options.contains_key("copier") {
             vec![Variant::new(
-                "copier",
+                Kind::Copier,
                 "the --copier command replaces the running binary; clean = it renamed a new file over the path",
                 Expectation::Clean,
             )]
@@ -155,6 +165,7 @@ impl Scenario for EtxtbsyExecWhileCopy {
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
+        let kind: Kind = variant.kind()?;
         let host = HostBin::build(ctx, variant.name)?;
         ctx.progress(format!(
             "{} runs as pid {}; replacing it ({})",
@@ -172,33 +183,7 @@ impl Scenario for EtxtbsyExecWhileCopy {
         }
 
         let watch = DirWatch::new(&host.bin_dir).context("failed to watch the host bin dir")?;
-        let (copier, window) = match variant.name {
-            "naive" => (
-                CopierOutcome::from_io(&copy_naive(&host.src, &host.target)),
-                None,
-            ),
-            "atomic" => {
-                let mut window = None;
-                let r = copy_atomic(&host.src, &host.target, || {
-                    window = Some(Window::probe(&host.target))
-                });
-                (CopierOutcome::from_io(&r), window)
-            }
-            "unlink-first" => {
-                let mut window = None;
-                let r = copy_unlink_first(&host.src, &host.target, || {
-                    window = Some(Window::probe(&host.target))
-                });
-                (CopierOutcome::from_io(&r), window)
-            }
-            "copier" => {
-                let template = ctx
-                    .option("copier")
-                    .context("the copier variant needs options[\"copier\"]")?;
-                (run_copier(template, &host)?, None)
-            }
-            other => bail!("unknown variant {other}"),
-        };
+        let (copier, window) = replace(ctx, kind, &host)?;
         let events = watch
             .drain()
             .context("failed to read the bin dir's events")?;
@@ -214,19 +199,19 @@ impl Scenario for EtxtbsyExecWhileCopy {
         let after = After::observe(&host)?;
 
         let denies = kernel_denies_writes(&ctx.kernel);
-        let reproduced = match variant.name {
-            "naive" if denies => {
+        let reproduced = match kind {
+            Kind::Naive if denies => {
                 copier.errno == Some(ETXTBSY)
                     && after.running_version.as_deref() == Some(OLD_VERSION)
                     && after.path_version.as_deref() == Some(OLD_VERSION)
                     && new_inode == Some(host.old_inode)
             }
-            "naive" => {
+            Kind::Naive => {
                 copier.succeeded
                     && new_inode == Some(host.old_inode)
                     && after.path_version.as_deref() == Some(NEW_VERSION)
             }
-            "atomic" => {
+            Kind::Atomic => {
                 let clean = copier.succeeded
                     && window.as_ref().and_then(|w| w.inode) == Some(host.old_inode)
                     && new_inode.is_some_and(|i| i != host.old_inode)
@@ -235,13 +220,13 @@ impl Scenario for EtxtbsyExecWhileCopy {
                     && after.fresh_version.as_deref() == Some(NEW_VERSION);
                 !clean
             }
-            "unlink-first" => {
+            Kind::UnlinkFirst => {
                 copier.succeeded
                     && window.as_ref().is_some_and(|w| w.inode.is_none())
                     && new_inode.is_some_and(|i| i != host.old_inode)
                     && after.fresh_version.as_deref() == Some(NEW_VERSION)
             }
-            _ => copier_verdict(&classification)?,
+            Kind::Copier => copier_verdict(&classification)?,
         };
 
         let mut observed = classification.observed();
@@ -256,7 +241,7 @@ impl Scenario for EtxtbsyExecWhileCopy {
         if let Some(w) = &window {
             observed["window"] = json!({"inode": w.inode, "exec_error": w.exec_error});
         }
-        if let Some(t) = ctx.option("copier").filter(|_| variant.name == "copier") {
+        if let Some(t) = ctx.option("copier").filter(|_| kind == Kind::Copier) {
             observed["copier"] = json!(t);
         }
         Ok(VariantOutcome {
@@ -265,6 +250,34 @@ impl Scenario for EtxtbsyExecWhileCopy {
             findings,
         })
     }
+}
+
+/// Runs the variant's copier over the running binary. For the copiers with two steps, also
+/// what the path looked like between them.
+fn replace(
+    ctx: &Context,
+    kind: Kind,
+    host: &HostBin,
+) -> anyhow::Result<(CopierOutcome, Option<Window>)> {
+    let mut window = None;
+    let outcome = match kind {
+        Kind::Naive => CopierOutcome::from_io(&copy_naive(&host.src, &host.target)),
+        Kind::Atomic => CopierOutcome::from_io(&copy_atomic(&host.src, &host.target, || {
+            window = Some(Window::probe(&host.target))
+        })),
+        Kind::UnlinkFirst => {
+            CopierOutcome::from_io(&copy_unlink_first(&host.src, &host.target, || {
+                window = Some(Window::probe(&host.target))
+            }))
+        }
+        Kind::Copier => {
+            let template = ctx
+                .option("copier")
+                .context("the copier variant needs options[\"copier\"]")?;
+            run_copier(template, host)?
+        }
+    };
+    Ok((outcome, window))
 }
 
 /// For `--copier`, the classification is the verdict: unsafe strategies reproduce the bug;

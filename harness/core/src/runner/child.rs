@@ -15,7 +15,7 @@ use nix::sched::CloneFlags;
 
 use super::{artifacts, registry, verdict, ChildArgs, ChildLine};
 use crate::guard::Mount;
-use crate::result::{ScenarioResult, Status, VariantResult};
+use crate::result::{ScenarioResult, Status};
 use crate::scenario::{Context, Scenario};
 use faultline_sys::entry::Entry;
 use faultline_sys::kernel::KernelVersion;
@@ -176,8 +176,7 @@ fn run_variants(
 ) -> ScenarioResult {
     let mut result = ScenarioResult::without_variants(s.name(), Status::Error, "");
     let kernel = ctx.kernel.clone();
-    // The detector's own words for each failing variant, to explain the failure in one line.
-    let mut failing_messages = Vec::new();
+    let mut judged = Vec::new();
     for variant in s.variants_for(&kernel, &args.options) {
         ctx.progress(format!("variant {}", variant.name));
         let outcome =
@@ -198,27 +197,16 @@ fn run_variants(
                 break;
             }
         };
-        let v = VariantResult {
-            variant: variant.name.to_string(),
-            reproduced: outcome.reproduced,
-            detected: !outcome.findings.is_empty(),
-            expected: variant.expected.as_str().to_string(),
-            observed: outcome.observed,
-        };
-        let _ = emit(out, &ChildLine::Variant(Box::new(v.clone())));
-        if let (Some(_), Some(f)) = (verdict::variant_problem(&v), outcome.findings.first()) {
-            failing_messages.push(format!(" ({}: {})", v.variant, f.message));
-        }
-        result.variants.push(v);
-        result.findings.extend(outcome.findings);
+        let j = verdict::Judged::new(&variant, outcome, s.detectors());
+        let _ = emit(out, &ChildLine::Variant(Box::new(j.result.clone())));
+        judged.push(j);
     }
     if result.reason.is_empty() {
-        let (status, reason) = verdict::judge(&result.variants);
-        result.status = status;
-        result.reason = reason;
-        if status == Status::Fail {
-            result.reason.extend(failing_messages);
-        }
+        (result.status, result.reason) = verdict::judge(&judged);
+    }
+    for j in judged {
+        result.variants.push(j.result);
+        result.findings.extend(j.findings);
     }
     let kmsg = ctx.kmsg_since_marker();
     let alerts = faultline_sys::kmsg::alerts(&kmsg);

@@ -1,8 +1,9 @@
 //! `fuse-daemon-restart`: a FUSE daemon (ceph-fuse) dies and is restarted on top of its own
 //! dead mount; pods whose CSI volumes were bound from the old mount cannot start.
 //!
-//! Symptom (seed 003, a ceph-fuse CSI driver in production): pod start fails in runc with
-//! "mount through procfd: no such file or directory" for
+//! Symptom (a public debugging report of ceph-fuse restarts, "记录一次 K8S Pod 启动异常问题排查"
+//! by 孙高飞 on TesterHome, April 2023; a ceph-fuse CSI driver in production): pod start fails
+//! in runc with "mount through procfd: no such file or directory" for
 //! `.../kubelet/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`, although the directory
 //! exists, for any image; a plain `mount --bind` of that path fails the same way. The node
 //! had OOM-killed ceph-fuse, which was restarted with `nonempty` on the same mount point; the
@@ -16,7 +17,7 @@
 //! (since CVE-2021-30465) stats the bind source, opens it and the destination with `O_PATH`
 //! and mounts through `/proc/self/fd/N`; on the dead bind that start fails. Which step fails
 //! depends on the kernel: on 6.x the source stat already returns ENOTCONN (older kernels served
-//! it from the attribute cache and failed later, at the procfd mount, as in the seed); the
+//! it from the attribute cache and failed later, at the procfd mount, as in the report); the
 //! steps are all recorded. No kernel fix: this is how FUSE connections and binds work.
 //!
 //! Environment: our own FUSE daemon (fuser, mounted through /dev/fuse, passthrough to a
@@ -34,6 +35,11 @@
 //! - `remount` (the fix): unmount the stale CSI bind and the dead mount, restart the daemon on
 //!   the empty mount point (no `nonempty` needed), bind the volume again from the new mount:
 //!   the container starts. Clean.
+//!
+//! Files: here the layout (build) and the detector run; `variants` the start every variant
+//! shares (daemon killed) and each variant's steps after it (trigger, observe, judge).
+
+mod variants;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,10 +55,20 @@ use faultline_runtime::runc_bind::{start_container, ContainerStart};
 use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
 use serde_json::json;
 
+use variants::{kill, remount, restart_nonempty, DeadDaemon, Step};
+
 const POD_UID: &str = "92f2591b-66b5-4843-b7a7-42d0acd2be07";
 const VOLUME: &str = "dashboard-folder";
 
 pub struct FuseDaemonRestart;
+
+faultline_core::variant_kind! {
+    enum Kind {
+        Kill = "kill",
+        RestartNonempty = "restart-nonempty",
+        Remount = "remount",
+    }
+}
 
 struct Layout {
     dir: PathBuf,
@@ -164,8 +180,8 @@ impl Scenario for FuseDaemonRestart {
         "the FUSE daemon (ceph-fuse) dies and is restarted on top (nonempty); CSI binds still point at the dead connection and container starts fail"
     }
 
-    fn detector(&self) -> &'static str {
-        dead_fuse::NAME
+    fn detectors(&self) -> &'static [&'static str] {
+        &[dead_fuse::NAME]
     }
 
     fn requirements(&self) -> Vec<Requirement> {
@@ -182,17 +198,17 @@ impl Scenario for FuseDaemonRestart {
     fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
         vec![
             Variant::new(
-                "kill",
+                Kind::Kill,
                 "SIGKILL the daemon (OOM kill): the CSI bind answers ENOTCONN, container starts fail",
                 Expectation::Reproduced,
             ),
             Variant::new(
-                "restart-nonempty",
+                Kind::RestartNonempty,
                 "restart the daemon on the same mount point with nonempty: the mount point works, the CSI bind and container starts still fail",
                 Expectation::Reproduced,
             ),
             Variant::new(
-                "remount",
+                Kind::Remount,
                 "unmount the stale bind and the dead mount, restart on an empty mount point, bind again: the container starts",
                 Expectation::Clean,
             ),
@@ -204,111 +220,25 @@ impl Scenario for FuseDaemonRestart {
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
+        let kind: Kind = variant.kind()?;
         let l = Layout::new(ctx.variant_dir(variant.name)?)?;
-        let mut first = l.daemon(false)?;
-        let mut csi_bind = Some(l.csi_publish()?);
-        let healthy = l.start_container()?;
-        anyhow::ensure!(
-            healthy.started,
-            "a container start on the healthy mount failed: {healthy:?}"
-        );
-        ctx.progress(format!(
-            "ceph-fuse stand-in pid {} on dev {:?}; CSI volume bound; killing the daemon",
-            first.pid(),
-            first.dev()
-        ));
-        first.kill().context("failed to SIGKILL the daemon")?;
-        let after_kill = csi_access(&l);
-        // The CSI node plugin's health check of its staging directory.
-        let plugin_check = access(list(&l.ceph_mount.join(VOLUME)));
-
-        let mut observed = json!({
-            "daemon": {"pid": first.pid(), "dev": format!("{}:{}", first.dev().0, first.dev().1), "mnt_id": first.mnt_id()},
-            "healthy_container_start": healthy,
-            "after_kill": {"csi_access": after_kill, "plugin_staging_check": plugin_check},
-        });
-        let mut second: Option<FuseDaemon> = None;
-        // mountinfo, when a variant already read it for its verdict.
-        let mut mounts: Option<Vec<MountInfo>> = None;
-        let (reproduced, start) = match variant.name {
-            "kill" => {
-                let start = l.start_container()?;
-                let r = errno_of(&after_kill) == Some(libc::ENOTCONN as i64) && !start.started;
-                (r, start)
-            }
-            "restart-nonempty" => {
-                // What a restart without nonempty gets: fusermount's check of the mount point.
-                let refused = match l.daemon(false) {
-                    Ok(_) => {
-                        anyhow::bail!("a restart without nonempty mounted over the dead mount")
-                    }
-                    Err(e) => format!("{:#}", e),
-                };
-                let d = l.daemon(true)?;
-                let new_mount = access(list(&l.ceph_mount.join(VOLUME)));
-                let csi = csi_access(&l);
-                let start = l.start_container()?;
-                let now = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
-                let dev = |m: &MountInfo| (m.major, m.minor);
-                let on_point: Vec<&MountInfo> = now
-                    .iter()
-                    .filter(|m| m.mount_point == l.ceph_mount)
-                    .collect();
-                // Two mounts on one mount point: the new daemon's on top of the dead one.
-                let stacked_on_dead = match on_point[..] {
-                    [old, new] => {
-                        dev(old) == first.dev()
-                            && dev(new) == d.dev()
-                            && new.parent_id == old.mount_id
-                    }
-                    _ => false,
-                };
-                // The CSI bind still on the dead connection's device.
-                let bind_on_old_dev = now
-                    .iter()
-                    .filter(|m| m.mount_point == l.csi_target)
-                    .map(dev)
-                    .eq([first.dev()]);
-                observed["restart"] = json!({
-                    "without_nonempty": refused,
-                    "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1), "mnt_id": d.mnt_id()},
-                    "new_mount_access": new_mount,
-                    "csi_access": csi,
-                    "mounts_stacked_on_ceph_mount_point": on_point.len(),
-                    "new_mount_stacked_on_dead_mount": stacked_on_dead,
-                    "csi_bind_on_dead_device": bind_on_old_dev,
-                });
-                mounts = Some(now);
-                second = Some(d);
-                let r = new_mount.is_null()
-                    && errno_of(&csi) == Some(libc::ENOTCONN as i64)
-                    && !start.started
-                    && stacked_on_dead
-                    && bind_on_old_dev;
-                (r, start)
-            }
-            "remount" => {
-                // The fix, in the order that leaves nothing stale behind.
-                if let Some(mut b) = csi_bind.take() {
-                    b.teardown()
-                        .context("failed to unmount the stale CSI bind")?;
-                }
-                first
-                    .teardown()
-                    .context("failed to unmount the dead ceph-fuse mount")?;
-                let d = l.daemon(false)?;
-                csi_bind = Some(l.csi_publish()?);
-                let csi = csi_access(&l);
-                let start = l.start_container()?;
-                observed["fix"] = json!({
-                    "new_daemon": {"pid": d.pid(), "dev": format!("{}:{}", d.dev().0, d.dev().1)},
-                    "csi_access": csi,
-                });
-                second = Some(d);
-                (!(csi.is_null() && start.started), start)
-            }
-            other => anyhow::bail!("unknown variant {other:?}"),
+        let mut dead = DeadDaemon::build(ctx, &l)?;
+        let mut observed = dead.observed.take();
+        let step = match kind {
+            Kind::Kill => kill(&l, &dead)?,
+            Kind::RestartNonempty => restart_nonempty(&l, &dead)?,
+            Kind::Remount => remount(&l, &mut dead)?,
         };
+        let Step {
+            reproduced,
+            start,
+            detail,
+            second,
+            mounts,
+        } = step;
+        if let Some((key, value)) = detail {
+            observed[key] = value;
+        }
         observed["container_start_failed_at"] = json!(start.failed_step());
         observed["container_start"] = json!(start);
         let mounts =
@@ -323,8 +253,7 @@ impl Scenario for FuseDaemonRestart {
 
         // Newest first: the restarted daemon's mount sits on top of the old one.
         drop(second);
-        drop(csi_bind);
-        drop(first);
+        drop(dead);
         Ok(VariantOutcome {
             reproduced,
             observed,
