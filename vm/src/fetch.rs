@@ -33,8 +33,8 @@ pub enum FetchError {
     },
     #[error("{program} failed: {stderr}")]
     Tool { program: String, stderr: String },
-    #[error("no Debian kernel package for {series} (linux-image-{series}*-cloud-amd64) in the apt lists: run `apt-get update`")]
-    NoPackage { series: String },
+    #[error("no Debian cloud kernel {series} (linux-image-{series}*-cloud-amd64) in the apt lists; {offered}")]
+    NoPackage { series: String, offered: String },
     #[error("the unpacked package {dir} has no boot/vmlinuz-*")]
     NoImage { dir: PathBuf },
     #[error(transparent)]
@@ -58,31 +58,91 @@ pub fn cache_dir() -> PathBuf {
 /// carries the modules) named in the local apt lists. The cloud flavour: virtio and serial
 /// built in, few modules, boots fastest.
 pub fn resolve_package(series: &str) -> Result<String, FetchError> {
-    match search_package(series) {
-        Err(FetchError::NoPackage { .. }) => {
-            // Lists may be missing on a fresh machine or container: refresh them once.
-            tracing::info!("no kernel {series} in the apt lists; running apt-get update");
-            run("apt-get", &["update", "-qq"])?;
-            search_package(series)
-        }
-        other => other,
+    let mut names = cloud_images()?;
+    if names.is_empty() {
+        // Lists may be missing on a fresh machine or container: refresh them once. When they
+        // name other series, a refresh would not add an old or unreleased one.
+        tracing::info!("no Debian kernels in the apt lists; running apt-get update");
+        run("apt-get", &["update", "-qq"])?;
+        names = cloud_images()?;
     }
+    let mut matching: Vec<&String> = names
+        .iter()
+        .filter(|n| series_of(n).as_deref() == Some(series))
+        .collect();
+    matching.sort_by_key(|a| version_key(a));
+    if let Some(p) = matching.pop() {
+        return Ok(p.clone());
+    }
+    let offered = offered(&names);
+    Err(FetchError::NoPackage {
+        series: series.to_string(),
+        offered: if offered.is_empty() {
+            "they name no cloud kernel at all (did `apt-get update` fail?)".into()
+        } else {
+            format!("the archive offers {}", describe(&offered))
+        },
+    })
 }
 
-fn search_package(series: &str) -> Result<String, FetchError> {
-    let escaped = series.replace('.', "\\.");
-    let pattern = format!("^linux-image-{escaped}[.-][0-9].*-cloud-amd64$");
-    let out = run("apt-cache", &["search", "--names-only", &pattern])?;
-    let mut names: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| !n.ends_with("-unsigned") && !n.contains("-dbg"))
-        .map(str::to_string)
-        .collect();
-    names.sort_by_key(|a| version_key(a));
-    names.pop().ok_or_else(|| FetchError::NoPackage {
-        series: series.to_string(),
-    })
+/// The signed cloud kernel image packages (`linux-image-*-cloud-amd64`, which also carry the
+/// modules) the apt lists name; asked once per process (apt-cache takes seconds).
+fn cloud_images() -> Result<Vec<String>, FetchError> {
+    static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if known.is_empty() {
+        let out = run(
+            "apt-cache",
+            &[
+                "search",
+                "--names-only",
+                "^linux-image-[0-9].*-cloud-amd64$",
+            ],
+        )?;
+        *known = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| !n.ends_with("-unsigned") && !n.contains("-dbg"))
+            .map(str::to_string)
+            .collect();
+    }
+    Ok(known.clone())
+}
+
+/// The series (`6.1`, `6.12`) of the cloud kernels the apt lists name, oldest first.
+pub fn offered_series() -> Result<Vec<String>, FetchError> {
+    Ok(offered(&cloud_images()?))
+}
+
+fn offered(names: &[String]) -> Vec<String> {
+    let mut series: Vec<String> = names.iter().filter_map(|n| series_of(n)).collect();
+    series.sort_by_key(|s| version_key(s));
+    series.dedup();
+    series
+}
+
+/// `debian:6.1, debian:6.12`.
+pub fn describe(series: &[String]) -> String {
+    series
+        .iter()
+        .map(|s| format!("debian:{s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `6.1` of `linux-image-6.1.0-47-cloud-amd64`, `6.12` of
+/// `linux-image-6.12.117+deb12-cloud-amd64`; `None` for meta-packages
+/// (`linux-image-6.12-cloud-amd64`), which name no one kernel.
+fn series_of(package: &str) -> Option<String> {
+    let rest = package.strip_prefix("linux-image-")?;
+    let mut parts = rest.splitn(3, ['.', '-', '+']);
+    let (major, minor) = (parts.next()?, parts.next()?);
+    let after = rest.get(major.len() + 1 + minor.len()..)?;
+    let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let next_is_number = after.len() > 1
+        && matches!(after.as_bytes()[0], b'.' | b'-')
+        && after.as_bytes()[1].is_ascii_digit();
+    (numeric(major) && numeric(minor) && next_is_number).then(|| format!("{major}.{minor}"))
 }
 
 /// Sort key comparing the numeric runs of a package name as numbers
@@ -262,6 +322,24 @@ fn run_cmd(program: &str, cmd: &mut Command) -> Result<String, FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_series_of_image_packages() {
+        assert_eq!(
+            series_of("linux-image-6.1.0-47-cloud-amd64").as_deref(),
+            Some("6.1")
+        );
+        assert_eq!(
+            series_of("linux-image-6.12.117+deb12-cloud-amd64").as_deref(),
+            Some("6.12")
+        );
+        assert_eq!(series_of("linux-image-6.12-cloud-amd64"), None);
+        assert_eq!(series_of("linux-image-cloud-amd64"), None);
+        assert_eq!(
+            describe(&["6.1".into(), "6.12".into()]),
+            "debian:6.1, debian:6.12"
+        );
+    }
 
     #[test]
     fn orders_package_names_numerically() {

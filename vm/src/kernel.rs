@@ -14,8 +14,8 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a bzImage with a version string; pass the image's modules as IMAGE:MODULES_DIR")]
-    NoVersion { path: PathBuf },
+    #[error("{path} is not a kernel image qemu can boot: {why}")]
+    NotKernel { path: PathBuf, why: String },
     #[error("no modules directory for kernel {release}: looked in {looked}; pass it as IMAGE:MODULES_DIR")]
     NoModules { release: String, looked: String },
 }
@@ -72,6 +72,33 @@ impl KernelSpec {
         Ok(KernelSpec::Path { image, modules })
     }
 
+    /// Whether this kernel can boot, found out before anything boots: a series the apt
+    /// lists offer, or an image qemu boots directly whose modules are found. `Err` says what
+    /// is wrong in one line and names the Debian kernels on offer.
+    pub fn check_usable(&self) -> Result<(), KernelError> {
+        let bad = |reason: String| KernelError::BadSpec {
+            spec: self.to_string(),
+            reason,
+        };
+        match self {
+            KernelSpec::Debian { series } => crate::fetch::resolve_package(series)
+                .map(|_| ())
+                .map_err(|e| bad(faultline_sys::error_chain(&e))),
+            KernelSpec::Path { image, modules } => {
+                GuestKernel::from_path(image, modules.as_deref())
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let offered = crate::fetch::offered_series()
+                            .ok()
+                            .filter(|o| !o.is_empty())
+                            .map(|o| format!("; or use {}", crate::fetch::describe(&o)))
+                            .unwrap_or_default();
+                        bad(format!("{}{offered}", faultline_sys::error_chain(&e)))
+                    })
+            }
+        }
+    }
+
     /// A short name for directories and matrix columns.
     pub fn label(&self) -> String {
         match self {
@@ -110,8 +137,9 @@ impl GuestKernel {
             path: image.to_path_buf(),
             source,
         })?;
-        let release = bzimage_release(&bytes).ok_or_else(|| KernelError::NoVersion {
+        let release = image_release(&bytes).map_err(|why| KernelError::NotKernel {
             path: image.to_path_buf(),
+            why,
         })?;
         let modules = match modules {
             Some(m) => m.to_path_buf(),
@@ -141,6 +169,76 @@ impl GuestKernel {
             image: image.to_path_buf(),
             release,
             modules,
+        })
+    }
+}
+
+/// The release of a kernel image qemu boots directly: an x86 bzImage (boot protocol header
+/// "HdrS" at 0x202), or an x86-64 ELF vmlinux with the PVH entry note, which qemu needs to
+/// boot an uncompressed kernel (Linux `CONFIG_PVH`; qemu hw/i386/x86.c
+/// "Error loading uncompressed kernel without PVH ELF Note"). `Err(why not)`.
+pub fn image_release(image: &[u8]) -> Result<String, String> {
+    if image.get(0x202..0x206) == Some(b"HdrS") {
+        return bzimage_release(image)
+            .ok_or_else(|| "a bzImage without a kernel version string".to_string());
+    }
+    if image.starts_with(b"\x7fELF") {
+        if !elf::is_x86_64(image) {
+            return Err("an ELF file, but not a 64-bit x86 one".into());
+        }
+        if !elf::has_pvh_note(image) {
+            return Err("an ELF vmlinux without the PVH entry note (build with CONFIG_PVH=y, or pass the bzImage)".into());
+        }
+        return banner_release(image)
+            .ok_or_else(|| "an ELF vmlinux without a \"Linux version\" banner".into());
+    }
+    Err("neither a bzImage (no \"HdrS\" at 0x202) nor an ELF vmlinux".into())
+}
+
+/// The release in `linux_banner` ("Linux version 6.1.0-56-cloud-amd64 (builder) #1 ...").
+fn banner_release(image: &[u8]) -> Option<String> {
+    const BANNER: &[u8] = b"Linux version ";
+    image
+        .windows(BANNER.len())
+        .enumerate()
+        .filter(|(_, w)| *w == BANNER)
+        .find_map(|(i, _)| {
+            let rest = &image[i + BANNER.len()..];
+            let end = rest.iter().take(256).position(|b| *b == b' ' || *b == 0)?;
+            let release = std::str::from_utf8(&rest[..end]).ok()?;
+            release
+                .starts_with(|c: char| c.is_ascii_digit())
+                .then(|| release.to_string())
+        })
+}
+
+mod elf {
+    use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+    use object::Endianness;
+
+    /// A 64-bit ELF for EM_X86_64.
+    pub fn is_x86_64(b: &[u8]) -> bool {
+        ElfFile64::<Endianness>::parse(b)
+            .is_ok_and(|f| f.elf_header().e_machine(f.endian()) == object::elf::EM_X86_64)
+    }
+
+    /// Whether a PT_NOTE segment holds the note "Xen" of type XEN_ELFNOTE_PHYS32_ENTRY (18),
+    /// the PVH entry point (Linux arch/x86/platform/pvh/head.S).
+    pub fn has_pvh_note(b: &[u8]) -> bool {
+        let Ok(file) = ElfFile64::<Endianness>::parse(b) else {
+            return false;
+        };
+        let endian = file.endian();
+        file.elf_program_headers().iter().any(|ph| {
+            let Ok(Some(mut notes)) = ph.notes(endian, b) else {
+                return false;
+            };
+            while let Ok(Some(note)) = notes.next() {
+                if note.name() == b"Xen" && note.n_type(endian) == 18 {
+                    return true;
+                }
+            }
+            false
         })
     }
 }
@@ -201,5 +299,55 @@ mod tests {
             Some("6.1.0-56-cloud-amd64")
         );
         assert_eq!(bzimage_release(&[0u8; 0x300]), None);
+        assert_eq!(image_release(&img).unwrap(), "6.1.0-56-cloud-amd64");
+    }
+
+    /// A minimal x86-64 ELF with one PT_NOTE segment holding `note` (name, type) and a
+    /// linux_banner.
+    fn elf(note: (&[u8], u32)) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // ELFCLASS64
+        b[5] = 1; // little-endian
+        b[6] = 1; // EV_CURRENT
+        b[0x12..0x14].copy_from_slice(&62u16.to_le_bytes());
+        b[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes()); // e_phoff
+        b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        b[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let ph = 0x40;
+        b[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        b[ph + 8..ph + 16].copy_from_slice(&0x100u64.to_le_bytes());
+        b[ph + 32..ph + 40].copy_from_slice(&0x20u64.to_le_bytes());
+        let (name, kind) = note;
+        let n = 0x100;
+        b[n..n + 4].copy_from_slice(&(name.len() as u32 + 1).to_le_bytes());
+        b[n + 4..n + 8].copy_from_slice(&4u32.to_le_bytes());
+        b[n + 8..n + 12].copy_from_slice(&kind.to_le_bytes());
+        b[n + 12..n + 12 + name.len()].copy_from_slice(name);
+        let banner = b"Linux version 6.13.2-test (me@here) #1 SMP\0";
+        b[0x200..0x200 + banner.len()].copy_from_slice(banner);
+        b
+    }
+
+    #[test]
+    fn tells_kernel_images_from_other_files() {
+        assert_eq!(image_release(&elf((b"Xen", 18))).unwrap(), "6.13.2-test");
+        let no_pvh = image_release(&elf((b"GNU", 3))).unwrap_err();
+        assert!(no_pvh.contains("PVH"), "{no_pvh}");
+        let mut i386 = elf((b"Xen", 18));
+        i386[4] = 1;
+        assert!(image_release(&i386).unwrap_err().contains("64-bit x86"));
+        let passwd = b"root:x:0:0:root:/root:/bin/bash\n".repeat(40);
+        let e = image_release(&passwd).unwrap_err();
+        assert!(e.contains("neither a bzImage"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        std::fs::write(&path, &passwd).unwrap();
+        let spec = KernelSpec::parse(path.to_str().unwrap()).unwrap();
+        let e = spec.check_usable().unwrap_err().to_string();
+        assert!(
+            e.starts_with("bad --kernel") && e.contains("not a kernel image"),
+            "{e}"
+        );
     }
 }

@@ -84,13 +84,7 @@ pub fn run_in_vm(
     scenarios: &[&dyn Scenario],
     opts: &RunOptions,
 ) -> Result<VmRun, VmError> {
-    let request = GuestRequest {
-        scenarios: scenarios.iter().map(|s| s.name().to_string()).collect(),
-        options: opts.options.clone(),
-        log: opts.log.clone(),
-        keep: opts.keep,
-        timeout_secs: opts.timeout.map(|t| t.as_secs()),
-    };
+    let request = guest_request(scenarios, opts);
     // The whole boot is bounded by the scenarios' limits (each scenario's own, or the
     // `--timeout` that overrides them, which the guest's runner applies too) plus boot time.
     let timeout = INIT_DEADLINE
@@ -99,6 +93,18 @@ pub fn run_in_vm(
             .map(|s| opts.timeout.unwrap_or_else(|| s.timeout()))
             .sum::<Duration>();
     boot_with(spec, scenarios, &request, opts, timeout)
+}
+
+/// What the guest's runner is asked to do: the same scenarios with the same options,
+/// `--timeout` included.
+pub fn guest_request(scenarios: &[&dyn Scenario], opts: &RunOptions) -> GuestRequest {
+    GuestRequest {
+        scenarios: scenarios.iter().map(|s| s.name().to_string()).collect(),
+        options: opts.options.clone(),
+        log: opts.log.clone(),
+        keep: opts.keep,
+        timeout_secs: opts.timeout.map(|t| t.as_secs()),
+    }
 }
 
 fn boot_with(
@@ -236,4 +242,27 @@ pub fn build_initramfs(
         .into_bytes(),
     );
     Ok(fs.write(out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guest_is_asked_to_apply_the_timeout() {
+        let opts = RunOptions {
+            timeout: Some(Duration::from_secs(7)),
+            ..RunOptions::default()
+        };
+        let request = guest_request(&[], &opts);
+        assert_eq!(request.timeout_secs, Some(7));
+        // Through the initramfs, as the guest reads it.
+        let back: GuestRequest =
+            serde_json::from_slice(&serde_json::to_vec(&request).unwrap()).unwrap();
+        assert_eq!(back.timeout_secs, Some(7));
+        assert_eq!(
+            guest_request(&[], &RunOptions::default()).timeout_secs,
+            None
+        );
+    }
 }

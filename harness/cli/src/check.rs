@@ -24,7 +24,9 @@ pub struct Args {
     /// Read a saved kernel log (dmesg, dmesg -T, journalctl -k) instead of /dev/kmsg.
     #[arg(long, value_name = "FILE")]
     kmsg_file: Option<PathBuf>,
-    /// A directory to examine (repeatable; htree-capacity).
+    /// A directory to examine (repeatable): htree-capacity measures its index; busy-binary
+    /// also reports processes whose binary there was replaced; dead-fuse looks only at FUSE
+    /// mounts under it.
     #[arg(long, value_name = "DIR")]
     path: Vec<PathBuf>,
 }

@@ -9,6 +9,9 @@ use faultline_core::compare::{parse_reports, Column, Matrix};
 use crate::{fail_usage, UsageError};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Exit code: 0 when every row agrees across the runs, 1 when some rows differ, 2 on a file that is not a `faultline run --json` document."
+)]
 pub struct Args {
     /// Result documents written by `faultline run --json` (one report or several runs each).
     #[arg(required = true, value_name = "RESULT.json")]

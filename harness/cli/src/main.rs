@@ -1,14 +1,18 @@
-//! The `faultline` command: list, run and check. Exit codes: 0 all as expected, 1 a scenario
-//! failed or `check` found a problem, 2 usage or harness error (one line on stderr).
+//! The `faultline` command: list, run, check, compare and inject. Exit codes: 0 all as
+//! expected, 1 a scenario failed, `check` found a problem or `compare`'s runs differ, 2 usage
+//! or harness error (one line on stderr) or a run where nothing ran; 130/143 a run stopped by
+//! SIGINT/SIGTERM.
 
 mod check;
 mod compare;
 mod list;
+mod report;
 mod run;
+mod signals;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +21,8 @@ use clap::{Parser, Subcommand};
     about = "Reproduce the Linux node failures that break Kubernetes nodes, and detect them on live nodes"
 )]
 struct Cli {
-    /// More detail on stderr (-v progress, -vv debug).
+    /// More detail on stderr: -v each scenario's steps, -vv debug. (`run` always prints one
+    /// progress line per scenario on stderr.)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -32,7 +37,8 @@ enum Command {
     Run(run::Args),
     /// Run detectors against this live node (all that apply here when none are named).
     Check(check::Args),
-    /// Scenario × kernel matrix of saved `run --json` results, differences first.
+    /// Scenario × kernel matrix of saved `run --json` results, differences first; exits 1
+    /// when rows differ.
     Compare(compare::Args),
     /// Inject syscall faults (strace's -e inject=) into a running process or a command.
     Inject(faultline_inject::cli::InjectArgs),
@@ -65,7 +71,12 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         );
     }
-    let cli = match Cli::try_parse() {
+    // `run --help` lists every scenario's options, which only the registry knows.
+    let parsed = Cli::command()
+        .mut_subcommand("run", |c| c.after_help(run::options_help()))
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };

@@ -1,21 +1,24 @@
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use faultline_core::backend::{Backend, NamespaceBackend, Progress};
-use faultline_core::runner::RunOptions;
+use faultline_core::runner::{artifacts, interrupt, RunOptions};
 use faultline_core::{RunReport, Scenario, Status};
 
-use crate::{fail_usage, UsageError};
+use crate::report::{self, Junit};
+use crate::{fail_usage, signals, UsageError};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Scenarios to run (default: all).
-    names: Vec<String>,
+    /// Scenarios to run (default: all; `faultline list` names them).
+    names: Vec<OsString>,
     /// Print the result document as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Also write a JUnit XML report to FILE.
+    /// Also write a JUnit XML report to FILE (opened before anything runs).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
     /// Keep artifacts (kernel log, mountinfo, process tree) for passing scenarios too.
@@ -24,13 +27,16 @@ pub struct Args {
     /// etxtbsy-exec-while-copy: run this copier as the subject, e.g. 'install -m755 {src} {dst}'.
     #[arg(long, value_name = "COMMAND")]
     copier: Option<String>,
-    /// A scenario option KEY=VALUE (repeatable); see the README for each scenario's options.
+    /// A scenario option KEY=VALUE (repeatable); each scenario's options are listed below.
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE")]
     option: Vec<String>,
-    /// Kill a scenario that runs longer than this many seconds (default: its own limit).
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<u64>,
-    /// Where artifacts go (default: target/faultline).
+    /// Kill a scenario that runs longer than this many seconds, a whole number above 0
+    /// (default: its own limit). Applies inside the VM too.
+    // A string, checked by `parse_timeout`: as a number, clap would take `-1` for a flag.
+    #[arg(long, value_name = "SECS", allow_hyphen_values = true)]
+    timeout: Option<String>,
+    /// Where artifacts of scenarios that do not pass go, one directory per scenario, emptied
+    /// when the scenario starts (default: target/faultline). Checked before anything runs.
     #[arg(long, value_name = "DIR")]
     artifacts: Option<PathBuf>,
     /// Run inside a disposable qemu VM (default kernel: debian:6.1).
@@ -42,16 +48,33 @@ pub struct Args {
     kernel: Vec<String>,
 }
 
-/// Where each pass of the suite runs: the host's namespaces, or one VM per kernel.
-fn backends(vm_flag: bool, kernels: &[String]) -> Result<Vec<Box<dyn Backend>>, UsageError> {
-    let vm = |spec| Box::new(vm::VmBackend { spec }) as Box<dyn Backend>;
+/// One pass of the suite: where it runs, and whether that is a VM.
+struct Pass {
+    backend: Box<dyn Backend>,
+    vm: bool,
+}
+
+/// Where each pass of the suite runs: the host's namespaces, or one VM per kernel. A kernel
+/// that cannot boot is a usage error here, before anything boots.
+fn backends(vm_flag: bool, kernels: &[String]) -> Result<Vec<Pass>, UsageError> {
+    let vm = |spec: vm::KernelSpec| -> Result<Pass, UsageError> {
+        spec.check_usable().map_err(|e| UsageError(e.to_string()))?;
+        Ok(Pass {
+            backend: Box::new(vm::VmBackend { spec }),
+            vm: true,
+        })
+    };
+    let host = || Pass {
+        backend: Box::new(NamespaceBackend),
+        vm: false,
+    };
     if kernels.is_empty() {
         return Ok(vec![if vm_flag {
             vm(vm::KernelSpec::Debian {
                 series: "6.1".into(),
-            })
+            })?
         } else {
-            Box::new(NamespaceBackend)
+            host()
         }]);
     }
     kernels
@@ -64,16 +87,14 @@ fn backends(vm_flag: bool, kernels: &[String]) -> Result<Vec<Box<dyn Backend>>, 
                             .into(),
                     ));
                 }
-                return Ok(Box::new(NamespaceBackend) as Box<dyn Backend>);
+                return Ok(host());
             }
-            vm::KernelSpec::parse(k)
-                .map(vm)
-                .map_err(|e| UsageError(e.to_string()))
+            vm(vm::KernelSpec::parse(k).map_err(|e| UsageError(e.to_string()))?)
         })
         .collect()
 }
 
-pub fn select(names: &[String]) -> Result<Vec<&'static dyn Scenario>, UsageError> {
+pub fn select(names: &[OsString]) -> Result<Vec<&'static dyn Scenario>, UsageError> {
     let all = scenarios::all();
     if names.is_empty() {
         return Ok(all);
@@ -82,7 +103,10 @@ pub fn select(names: &[String]) -> Result<Vec<&'static dyn Scenario>, UsageError
     names
         .iter()
         .map(|n| {
-            all.iter().copied().find(|s| s.name() == n).ok_or_else(|| {
+            let found = n
+                .to_str()
+                .and_then(|n| all.iter().copied().find(|s| s.name() == n));
+            found.ok_or_else(|| {
                 UsageError(format!(
                     "unknown scenario {n:?}; valid names: {}",
                     valid.join(", ")
@@ -118,128 +142,116 @@ fn check_option(selected: &[&dyn Scenario], key: &str, value: &str) -> Result<()
     }
 }
 
+/// `--timeout`: a whole number of seconds above 0 (0 would kill every scenario at once).
+fn parse_timeout(value: &str) -> Result<Duration, UsageError> {
+    match value.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(UsageError(format!(
+            "--timeout takes a whole number of seconds above 0, got {value:?}"
+        ))),
+    }
+}
+
+/// `-o KEY=VALUE` and `--copier`, each checked against the selected scenarios, then each
+/// scenario's check of its options together.
+fn scenario_options(
+    selected: &[&dyn Scenario],
+    pairs: &[String],
+    copier: Option<String>,
+) -> Result<BTreeMap<String, String>, UsageError> {
+    let mut options = BTreeMap::new();
+    for kv in pairs {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(UsageError(format!("--option takes KEY=VALUE, got {kv:?}")));
+        };
+        check_option(selected, k, v)?;
+        options.insert(k.to_string(), v.to_string());
+    }
+    if let Some(c) = copier {
+        check_option(selected, "copier", &c)?;
+        options.insert("copier".into(), c);
+    }
+    for s in selected {
+        s.check_options(&options)
+            .map_err(|why| UsageError(format!("{}: {why}", s.name())))?;
+    }
+    Ok(options)
+}
+
 pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
     let selected = select(&args.names)?;
     let mut opts = RunOptions {
         keep: args.keep,
-        timeout: args.timeout.map(Duration::from_secs),
+        timeout: args.timeout.as_deref().map(parse_timeout).transpose()?,
+        options: scenario_options(&selected, &args.option, args.copier)?,
         log: log.to_string(),
         ..RunOptions::default()
     };
-    if let Some(dir) = args.artifacts {
-        opts.artifacts_root = dir;
-    }
-    for kv in &args.option {
-        let Some((k, v)) = kv.split_once('=') else {
-            return fail_usage(format!("--option takes KEY=VALUE, got {kv:?}"));
-        };
-        check_option(&selected, k, v)?;
-        opts.options.insert(k.to_string(), v.to_string());
-    }
-    if let Some(c) = args.copier {
-        check_option(&selected, "copier", &c)?;
-        opts.options.insert("copier".into(), c);
-    }
-
-    let uses_vm = args.vm || args.kernel.iter().any(|k| k != "host");
-    let backends = backends(args.vm, &args.kernel)?;
+    let passes = backends(args.vm, &args.kernel)?;
+    let uses_vm = passes.iter().any(|p| p.vm);
     if uses_vm && !vm::qemu::qemu_available() {
         return fail_usage(
             "--vm needs qemu-system-x86_64: apt-get install qemu-system-x86 (or run ci/setup)",
         );
     }
-    let reports: Vec<RunReport> = backends
-        .iter()
-        .map(|b| b.run(&selected, &opts, &mut print_progress))
-        .collect();
-    if reports.len() == 1 {
-        return finish(&reports[0], args.json, args.junit.as_deref());
+    // Every place results go is checked before anything runs.
+    if let Some(dir) = args.artifacts {
+        report::check_artifacts(&dir, uses_vm)?;
+        opts.artifacts_root = dir;
     }
-    finish_many(&reports, args.json, args.junit.as_deref())
+    let junit = args.junit.map(Junit::open).transpose()?;
+
+    signals::install()?;
+    let mut reports: Vec<RunReport> = Vec::new();
+    for pass in &passes {
+        if interrupt::requested().is_some() {
+            break;
+        }
+        signals::set_graceful(!pass.vm);
+        // The VM's artifacts stay in the guest; its console log is named by the backend.
+        let kept = (!pass.vm).then_some(opts.artifacts_root.as_path());
+        let report = pass
+            .backend
+            .run(&selected, &opts, &mut |p| print_progress(p, kept));
+        reports.push(report);
+    }
+    Ok(report::finish(&reports, args.json, junit))
 }
 
-/// Progress lines on stderr (the table or JSON goes to stdout).
-fn print_progress(p: Progress) {
+/// Progress lines on stderr (the table or JSON goes to stdout), and where the artifacts of a
+/// scenario that kept some are.
+fn print_progress(p: Progress, artifacts_root: Option<&Path>) {
     match p {
         Progress::Started(s) => eprintln!("faultline: {} ...", s.name()),
-        Progress::Finished(r) => eprintln!(
-            "faultline: {} {} ({:.1}s)",
-            r.name,
-            r.status.as_str(),
-            r.duration_ms as f64 / 1000.0
-        ),
+        Progress::Finished(r) => {
+            eprintln!(
+                "faultline: {} {} ({:.1}s)",
+                r.name,
+                r.status.as_str(),
+                r.duration_ms as f64 / 1000.0
+            );
+            // A skipped scenario never started, so its directory was not emptied.
+            let dir = artifacts_root.map(|root| root.join(&r.name));
+            if let Some(dir) = dir.filter(|d| r.status != Status::Skip && artifacts::kept(d)) {
+                eprintln!("faultline: artifacts of {}: {}", r.name, dir.display());
+            }
+        }
         Progress::Step(line) => eprintln!("faultline: {line}"),
     }
 }
 
-/// Several kernels: each run's table, then the comparison matrix (JSON: every report and
-/// the matrix). The exit code is the worst of the runs.
-fn finish_many(
-    reports: &[RunReport],
-    json: bool,
-    junit: Option<&std::path::Path>,
-) -> Result<ExitCode, UsageError> {
-    let matrix = faultline_core::compare::Matrix::build(
-        &faultline_core::compare::Column::label_all(reports.to_vec()),
-    );
-    if let Some(path) = junit {
-        let mut merged = reports[0].clone();
-        merged.scenarios.clear();
-        for r in reports {
-            for s in &r.scenarios {
-                let mut s = s.clone();
-                s.name = format!("{} [{}]", s.name, r.kernel);
-                merged.scenarios.push(s);
-            }
+/// The scenario options for `run --help`.
+pub fn options_help() -> String {
+    let mut text =
+        String::from("Scenario options (-o KEY=VALUE; `faultline list` shows them too):");
+    for s in scenarios::all()
+        .into_iter()
+        .filter(|s| !s.options().is_empty())
+    {
+        text.push_str(&format!("\n  {}:", s.name()));
+        for o in s.options() {
+            text.push_str(&format!("\n    {:18} {}", o.key, o.help));
         }
-        write_junit(&merged, path)?;
     }
-    if json {
-        let doc = serde_json::json!({ "runs": reports, "comparison": matrix });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
-    } else {
-        for r in reports {
-            println!("== {} ({})", r.kernel, r.backend);
-            print!("{}", faultline_core::output::text::run_table(r));
-            println!();
-        }
-        print!("{}", matrix.render());
-    }
-    Ok(exit_code(reports.iter().flat_map(|r| &r.scenarios)))
-}
-
-/// Prints the report as asked and maps it to the exit code.
-pub fn finish(
-    report: &RunReport,
-    json: bool,
-    junit: Option<&std::path::Path>,
-) -> Result<ExitCode, UsageError> {
-    if let Some(path) = junit {
-        write_junit(report, path)?;
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(report).expect("json"));
-    } else {
-        print!("{}", faultline_core::output::text::run_table(report));
-    }
-    Ok(exit_code(&report.scenarios))
-}
-
-fn write_junit(report: &RunReport, path: &std::path::Path) -> Result<(), UsageError> {
-    let xml = faultline_core::output::junit::render(report)
-        .map_err(|e| UsageError(format!("failed to render JUnit: {e}")))?;
-    std::fs::write(path, xml)
-        .map_err(|e| UsageError(format!("failed to write {}: {e}", path.display())))
-}
-
-/// 2 if the harness broke anywhere, else 1 if a scenario failed, else 0.
-fn exit_code<'a>(
-    scenarios: impl IntoIterator<Item = &'a faultline_core::ScenarioResult>,
-) -> ExitCode {
-    let worst = scenarios.into_iter().fold(0u8, |w, s| match s.status {
-        Status::Error => 2,
-        Status::Fail => w.max(1),
-        _ => w,
-    });
-    ExitCode::from(worst)
+    text
 }

@@ -3,7 +3,6 @@
 //! Each runnable scenario is killed at several points of its life, chosen by what it has
 //! built (its namespace exists; it has mounted something; it has started a process).
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
@@ -15,6 +14,9 @@ use faultline_sys::wait_until;
 // Only `require` is used here.
 #[allow(dead_code)]
 mod common;
+mod leftovers;
+
+use leftovers::{host_mounts, loop_backing_files, pids_in_pid_ns, scenario_pids};
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
@@ -30,66 +32,6 @@ fn runnable_namespace_scenarios() -> Vec<String> {
         .iter()
         .filter(|s| s["runnable"] == true && s["backend"] == "namespace")
         .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn host_mounts() -> BTreeSet<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| {
-            // Drop the mount id and parent id, which are the only fields that change on their own.
-            l.splitn(3, ' ').nth(2).unwrap_or("").to_string()
-        })
-        .collect()
-}
-
-fn loop_backing_files() -> BTreeSet<String> {
-    let mut set = BTreeSet::new();
-    if let Ok(rd) = fs::read_dir("/sys/block") {
-        for e in rd.flatten() {
-            if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file")) {
-                set.insert(format!("{}:{}", e.file_name().to_string_lossy(), b.trim()));
-            }
-        }
-    }
-    set
-}
-
-/// Pids of processes that started as the scenario process of `name`.
-fn scenario_pids(name: &str) -> Vec<i32> {
-    let needle = format!("\"scenario\":\"{name}\"");
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("__faultline-internal\0scenario\0") && cmd.contains(&needle)
-        })
-        .collect()
-}
-
-fn pids_in_pid_ns(ns_ino: u64) -> Vec<i32> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let ino = fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?.ino();
-            (ino == ns_ino).then_some(pid)
-        })
-        .collect()
-}
-
-fn processes_in_pid_ns(ns_ino: u64) -> Vec<String> {
-    pids_in_pid_ns(ns_ino)
-        .into_iter()
-        .map(|pid| {
-            let c = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            format!("{pid} {}", String::from_utf8_lossy(&c).replace('\0', " "))
-        })
         .collect()
 }
 
@@ -181,37 +123,12 @@ fn sigkill_of_run_leaves_nothing_behind() {
                 "killed faultline run {name} after {ms} ms: +{} mounts, {} processes",
                 k.extra_mounts, k.processes
             );
-            wait_until(
-                &format!("{name} (killed at stage {stage}) to leave no process"),
-                Duration::from_secs(10),
-                || {
-                    let left = processes_in_pid_ns(ns);
-                    if left.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(left.join("; "))
-                    }
-                },
-            )
-            .unwrap();
-            wait_until(
-                &format!("{name} (killed at stage {stage}) to leave no mount or loop device"),
-                Duration::from_secs(10),
-                || {
-                    let new_mounts: Vec<_> =
-                        host_mounts().difference(&mounts_before).cloned().collect();
-                    let new_loops: Vec<_> = loop_backing_files()
-                        .difference(&loops_before)
-                        .cloned()
-                        .collect();
-                    if new_mounts.is_empty() && new_loops.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(format!("mounts {new_mounts:?}, loop devices {new_loops:?}"))
-                    }
-                },
-            )
-            .unwrap();
+            leftovers::nothing_left(
+                &format!("{name} (killed at stage {stage})"),
+                ns,
+                &mounts_before,
+                &loops_before,
+            );
         }
     }
     assert!(

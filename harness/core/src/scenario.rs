@@ -141,7 +141,7 @@ pub struct VariantOutcome {
 pub struct ScenarioOption {
     pub key: &'static str,
     pub help: &'static str,
-    /// `Err(why)` when a value cannot be used; see [`whole_number`].
+    /// `Err(why)` when a value cannot be used; see [`whole_number`], [`positive_number`].
     pub check: fn(&str) -> Result<(), String>,
 }
 
@@ -153,12 +153,22 @@ impl ScenarioOption {
     }
 }
 
-/// The check of options that are counts, sizes or milliseconds.
+/// The check of options that are counts, sizes or milliseconds where 0 is meaningful.
 pub fn whole_number(value: &str) -> Result<(), String> {
     value
         .parse::<u64>()
         .map(|_| ())
         .map_err(|_| "not a whole number".to_string())
+}
+
+/// The check of options that are durations, sizes or counts where 0 means nothing (a 0 ms
+/// deadline, an empty write).
+pub fn positive_number(value: &str) -> Result<(), String> {
+    match value.parse::<u64>() {
+        Ok(0) => Err("must be above 0".to_string()),
+        Ok(_) => Ok(()),
+        Err(_) => Err("not a whole number above 0".to_string()),
+    }
 }
 
 /// Where a scenario can run.
@@ -200,6 +210,13 @@ pub trait Scenario: Sync {
     /// The options this scenario reads from `Context::option`.
     fn options(&self) -> &'static [ScenarioOption] {
         &[]
+    }
+
+    /// `Err(one line)` when the options, each valid on its own, make no sense together (a
+    /// delay that ends before the deadline it must outlast). Called before anything runs.
+    fn check_options(&self, options: &BTreeMap<String, String>) -> Result<(), String> {
+        let _ = options;
+        Ok(())
     }
 
     /// Derived from the requirements, so "VM only" is said once (`Requirement::VmBackend`).
@@ -303,5 +320,15 @@ mod tests {
             err,
             r#"unknown variant "dir-bind" (the scenario has: in-place, rename)"#
         );
+    }
+
+    #[test]
+    fn positive_numbers_reject_zero_signs_and_words() {
+        assert_eq!(positive_number("1"), Ok(()));
+        assert_eq!(positive_number("0").unwrap_err(), "must be above 0");
+        for bad in ["-1", "1.5", "abc", ""] {
+            assert!(positive_number(bad).is_err(), "{bad}");
+        }
+        assert_eq!(whole_number("0"), Ok(()));
     }
 }

@@ -35,7 +35,7 @@ impl SlowStorage {
         let fuse = FuseDaemon::start(&FuseConfig::new(&backing, &mp).fsname("slow-disk"))
             .context("failed to start the FUSE daemon")?;
         let image = mp.join("upper.img");
-        Ext4Image::new(256 << 20)
+        Ext4Image::new(super::UPPER_IMAGE_MIB << 20)
             .create(&image)
             .context("failed to make the ext4 image on FUSE")?;
         let ext4 =

@@ -47,6 +47,7 @@ mod build;
 mod observe;
 mod trigger;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -72,25 +73,41 @@ faultline_core::variant_kind! {
 const OPTIONS: &[ScenarioOption] = &[
     ScenarioOption {
         key: "deadline-ms",
-        check: faultline_core::scenario::whole_number,
+        check: faultline_core::scenario::positive_number,
         help: "the supervisor's delete deadline in ms (containerd's is 10000; default 1000)",
     },
     ScenarioOption {
         key: "delay-ms",
-        check: faultline_core::scenario::whole_number,
+        check: faultline_core::scenario::positive_number,
         help: "injected-delay: how long the shim's umount2 is held, in ms (default 3 x deadline)",
     },
     ScenarioOption {
         key: "write-latency-ms",
-        check: faultline_core::scenario::whole_number,
+        check: faultline_core::scenario::positive_number,
         help: "real-stall: the FUSE backing store's write latency in ms (default 1000)",
     },
     ScenarioOption {
         key: "dirty-mib",
-        check: faultline_core::scenario::whole_number,
+        check: dirty_mib,
         help: "MiB of dirty data written into the upper layer before the stop (default 16)",
     },
 ];
+
+/// The ext4 image under the upper layer of `real-stall` and `volatile`.
+pub(crate) const UPPER_IMAGE_MIB: u64 = 256;
+/// What fits in it: mkfs.ext4 leaves about 214 MiB of a 256 MiB image free (journal, inode
+/// tables, 5% reserved); the rest is margin for the overlay's own files.
+const MAX_DIRTY_MIB: u64 = 200;
+
+fn dirty_mib(value: &str) -> Result<(), String> {
+    faultline_core::scenario::positive_number(value)?;
+    match value.parse::<u64>() {
+        Ok(mib) if mib > MAX_DIRTY_MIB => Err(format!(
+            "at most {MAX_DIRTY_MIB} MiB fit the upper layer's {UPPER_IMAGE_MIB} MiB ext4 image"
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// [`OPTIONS`] as read for one run.
 struct Options {
@@ -125,6 +142,24 @@ fn option_u64(ctx: &Context, key: &str, default: u64) -> anyhow::Result<u64> {
 impl Scenario for DelayedUmount2 {
     fn options(&self) -> &'static [ScenarioOption] {
         OPTIONS
+    }
+
+    /// The injected delay must outlast the deadline, or nothing is orphaned.
+    fn check_options(&self, options: &BTreeMap<String, String>) -> Result<(), String> {
+        let number = |key, default| {
+            options
+                .get(key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let deadline = number("deadline-ms", 1000);
+        let delay = number("delay-ms", 3 * deadline);
+        if delay <= deadline {
+            return Err(format!(
+                "delay-ms ({delay}) must be longer than deadline-ms ({deadline}): the delete must outlast the deadline"
+            ));
+        }
+        Ok(())
     }
 
     fn name(&self) -> &'static str {

@@ -13,6 +13,20 @@ use std::path::Path;
 use crate::result::ScenarioResult;
 use faultline_sys::kmsg::KmsgRecord;
 
+/// Removes what an earlier run left in a scenario's artifacts directory (the directory
+/// itself; it is made again when this run keeps something).
+pub fn clear(dir: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `dir` holds anything: what this run kept, as [`clear`] emptied it at the start.
+pub fn kept(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
 pub fn write(dir: &Path, kmsg: &[KmsgRecord], result: &ScenarioResult) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let log: String = kmsg.iter().map(|r| r.to_dmesg_line() + "\n").collect();

@@ -40,6 +40,10 @@ pub static SCENARIO: Entry = Entry::new("scenario", scenario_main);
 
 /// ns-init: start pid 1 of the new pid namespace and pass its exit status on.
 fn ns_init_main(args: &[OsString]) -> i32 {
+    // A signal mask survives fork and execve (sigprocmask(2)), and `faultline run` blocks
+    // SIGINT and SIGTERM for its signal thread: the scenario and everything it starts must
+    // take signals as usual.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let mut cmd = SCENARIO.command();
     cmd.args(args);
     die_with_parent(&mut cmd);

@@ -15,6 +15,7 @@
 
 pub mod artifacts;
 pub mod child;
+pub mod interrupt;
 pub mod verdict;
 
 use std::collections::BTreeMap;
@@ -95,8 +96,27 @@ pub(crate) struct ChildArgs {
     pub scenario: String,
     pub options: BTreeMap<String, String>,
     pub keep: bool,
+    /// Bytes, not a string: a path on Linux need not be UTF-8.
+    #[serde(with = "path_bytes")]
     pub artifacts: PathBuf,
     pub log: String,
+}
+
+/// A path as the array of its bytes in JSON (serde's own form of `PathBuf` refuses
+/// non-UTF-8 paths).
+mod path_bytes {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(path.as_os_str().as_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Vec::<u8>::deserialize(d).map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)))
+    }
 }
 
 /// One line of the scenario process's report.
@@ -129,23 +149,27 @@ pub fn run_all(scenarios: &[&dyn Scenario], opts: &RunOptions) -> RunReport {
 }
 
 /// [`run_all`], calling `progress` before each scenario (`None`) and after it (its result).
+/// After [`interrupt::request`] no further scenario starts: the report holds the scenarios
+/// that finished and the one that was interrupted.
 pub fn run_all_reporting(
     scenarios: &[&dyn Scenario],
     opts: &RunOptions,
     mut progress: impl FnMut(&dyn Scenario, Option<&ScenarioResult>),
 ) -> RunReport {
+    let mut results = Vec::new();
+    for s in scenarios {
+        if interrupt::requested().is_some() {
+            break;
+        }
+        progress(*s, None);
+        let r = run_scenario(*s, opts);
+        progress(*s, Some(&r));
+        results.push(r);
+    }
     RunReport {
         kernel: KernelVersion::running().release,
         backend: if in_vm_guest() { "vm" } else { "namespace" }.into(),
-        scenarios: scenarios
-            .iter()
-            .map(|s| {
-                progress(*s, None);
-                let r = run_scenario(*s, opts);
-                progress(*s, Some(&r));
-                r
-            })
-            .collect(),
+        scenarios: results,
     }
 }
 
@@ -158,8 +182,19 @@ fn run_in_namespaces(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
         log: opts.log.clone(),
     };
     let error = |reason: String| ScenarioResult::without_variants(s.name(), Status::Error, reason);
+    // Files of an earlier run must not sit beside this run's result.
+    if let Err(e) = artifacts::clear(&args.artifacts) {
+        return error(format!(
+            "failed to clear the old artifacts in {}: {e}",
+            args.artifacts.display()
+        ));
+    }
+    let child_args = match serde_json::to_string(&args) {
+        Ok(a) => a,
+        Err(e) => return error(format!("failed to encode the scenario's arguments: {e}")),
+    };
     let mut cmd = child::NS_INIT.command();
-    cmd.arg(serde_json::to_string(&args).expect("child args serialise"))
+    cmd.arg(child_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -168,6 +203,7 @@ fn run_in_namespaces(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
         Ok(g) => g.with_grace(Duration::from_millis(200)),
         Err(e) => return error(format!("failed to start the scenario process: {e}")),
     };
+    let running = interrupt::Running::start(group.pid());
     let stdout = group
         .child_mut()
         .and_then(|c| c.stdout.take())
@@ -183,28 +219,8 @@ fn run_in_namespaces(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
     });
 
     let deadline = opts.timeout.unwrap_or_else(|| s.timeout());
-    let start = Instant::now();
-    let mut variants = Vec::new();
-    let mut done = None;
-    let mut timed_out = false;
-    loop {
-        let left = deadline.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(line) => match serde_json::from_str::<ChildLine>(&line) {
-                Ok(ChildLine::Variant(v)) => variants.push(*v),
-                Ok(ChildLine::Done(r)) => done = Some(*r),
-                Err(e) => tracing::warn!("unreadable line from scenario process ({e}): {line}"),
-            },
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if start.elapsed() >= deadline {
-                    timed_out = true;
-                    break;
-                }
-            }
-        }
-    }
-    if timed_out {
+    let heard = listen(&rx, deadline);
+    if heard.end == End::TimedOut {
         // The scenario process is ns-init's only child; record it before it is killed.
         let init = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", group.pid()))
             .ok()
@@ -216,25 +232,118 @@ fn run_in_namespaces(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
         }
     }
     let status = group.teardown();
-    if let Some(r) = done {
+    drop(running);
+    if let Some(r) = heard.done {
         return r;
     }
-    let mut r = if timed_out {
-        error(format!(
-            "timed out after {}s; killed its namespace ({} of its variants had finished)",
+    let finished = heard.variants.len();
+    let mut r = match (heard.end, interrupt::requested()) {
+        (End::TimedOut, _) => error(format!(
+            "timed out after {}s; killed its namespace ({finished} of its variants had finished)",
             deadline.as_secs(),
-            variants.len()
-        ))
-    } else {
-        error(format!(
+        )),
+        (_, Some(signal)) => error(format!(
+            "interrupted by {}; killed its namespace ({finished} of its variants had finished)",
+            signal.as_str()
+        )),
+        (_, None) => error(format!(
             "scenario process ended without a result ({}); its stderr is above",
             match status {
                 Ok(Some(st)) => st.to_string(),
                 Ok(None) => "status unknown".into(),
                 Err(e) => format!("failed to reap it: {e}"),
             }
-        ))
+        )),
     };
-    r.variants = variants;
+    r.variants = heard.variants;
     r
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The scenario process closed its report (it finished, or was killed).
+    Closed,
+    TimedOut,
+    Interrupted,
+}
+
+/// What the scenario process reported before its report ended.
+struct Heard {
+    variants: Vec<VariantResult>,
+    done: Option<ScenarioResult>,
+    end: End,
+}
+
+/// Reads the scenario's report lines until it closes them, `deadline` passes or the run is
+/// interrupted. The wait is cut in short slices so an interrupt is noticed even if some
+/// process still holds the report pipe open.
+fn listen(rx: &mpsc::Receiver<String>, deadline: Duration) -> Heard {
+    let start = Instant::now();
+    let mut heard = Heard {
+        variants: Vec::new(),
+        done: None,
+        end: End::Closed,
+    };
+    loop {
+        if interrupt::requested().is_some() {
+            heard.end = End::Interrupted;
+            // What is already in the pipe still counts.
+            while let Ok(line) = rx.try_recv() {
+                take_line(&mut heard, &line);
+            }
+            return heard;
+        }
+        let left = deadline.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(line) => take_line(&mut heard, &line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return heard,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if start.elapsed() >= deadline {
+                    heard.end = End::TimedOut;
+                    return heard;
+                }
+            }
+        }
+    }
+}
+
+fn take_line(heard: &mut Heard, line: &str) {
+    match serde_json::from_str::<ChildLine>(line) {
+        Ok(ChildLine::Variant(v)) => heard.variants.push(*v),
+        Ok(ChildLine::Done(r)) => heard.done = Some(*r),
+        Err(e) => tracing::warn!("unreadable line from scenario process ({e}): {line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn child_args_carry_a_non_utf8_artifacts_path() {
+        let artifacts = PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/art-\xff/s"));
+        let args = ChildArgs {
+            scenario: "s".into(),
+            options: BTreeMap::new(),
+            keep: false,
+            artifacts: artifacts.clone(),
+            log: "warn".into(),
+        };
+        let json = serde_json::to_string(&args).unwrap();
+        let back: ChildArgs = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.artifacts, artifacts);
+    }
+
+    #[test]
+    fn clearing_removes_an_earlier_run_and_kept_sees_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let scenario = dir.path().join("s");
+        artifacts::clear(&scenario).unwrap();
+        std::fs::create_dir_all(scenario.join("sub")).unwrap();
+        std::fs::write(scenario.join("result.json"), "{}").unwrap();
+        assert!(artifacts::kept(&scenario));
+        artifacts::clear(&scenario).unwrap();
+        assert!(!scenario.exists() && !artifacts::kept(&scenario));
+    }
 }
