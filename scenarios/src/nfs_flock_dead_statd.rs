@@ -126,18 +126,10 @@ impl Scenario for NfsFlockDeadStatd {
             .context("failed to start the NFS server")?;
         let mut statd = Statd::start().context("failed to start rpc.statd")?;
         let statd_pid = statd.pid();
-        let out = std::process::Command::new("mount.nfs")
-            .arg(server.remote())
-            .arg(&mnt)
-            .args(["-o", "vers=3,proto=tcp"])
-            .output()
-            .context("failed to run mount.nfs")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "mount.nfs failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        let mut mount = Mount::adopt(&mnt).with_time_limit(Duration::from_secs(10));
+        let mut mount = server
+            .mount_client(&mnt, "vers=3,proto=tcp")
+            .context("failed to mount the export")?
+            .with_time_limit(Duration::from_secs(10));
         let mount_entry = read_mountinfo(Path::new("/proc"), None)
             .context("failed to read /proc/self/mountinfo")?
             .into_iter()
