@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use faultline_core::guard::nfs::{GraceTimes, NfsServer, Statd};
-use faultline_core::guard::Mount;
 use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
