@@ -94,3 +94,30 @@ fn bad_input_is_one_line_and_exit_2() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// coreutils' `sleep` calls clock_nanosleep, so a rule for nanosleep tampers with nothing:
+/// the command still runs and exits 0, and the injector says the rule matched no call and
+/// what was called instead.
+#[test]
+fn a_rule_that_matched_nothing_says_so() {
+    let out = Command::new(FAULTLINE)
+        .args([
+            "inject",
+            "--syscall",
+            "nanosleep",
+            "--delay-enter",
+            "1s",
+            "--",
+            "sleep",
+            "0.1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no call matched nanosleep"), "{stderr}");
+    assert!(
+        stderr.contains("may use clock_nanosleep instead"),
+        "{stderr}"
+    );
+}

@@ -456,6 +456,133 @@ fn nonempty_and_ownership() -> R {
     Ok(())
 }
 
+/// Runs `f` on its own thread, so a call stuck on a stopped daemon cannot hang the test.
+fn in_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::sync::mpsc::Receiver<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx
+}
+
+/// The guard's ownership check (`mount_id`) answers while the daemon is stopped and the
+/// attribute cache has expired (ttl 0), when a statx of the type, which may sync, waits for
+/// the daemon. (Since Linux 6.6 FUSE also ignores a mask of
+/// STATX_MNT_ID alone when deciding to sync; older kernels, like the VM's, do not.)
+fn mount_id_does_not_wait_on_the_daemon() -> R {
+    let s = scratch()?;
+    let backing = s.root.join("stopped-backing");
+    let mp = s.root.join("stopped-mnt");
+    fs::create_dir_all(&backing).map_err(fail)?;
+    fs::create_dir_all(&mp).map_err(fail)?;
+    let mut config = FuseConfig::new(&backing, &mp);
+    config.ttl = Duration::ZERO;
+    let d = FuseDaemon::start(&config).map_err(fail)?;
+    let id = d.mnt_id();
+    ensure!(id.is_some(), "no mount id recorded");
+    let pid = nix::unistd::Pid::from_raw(d.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).map_err(fail)?;
+    // Attributes fetched within the current jiffy still count as fresh even with ttl 0: ask
+    // until a syncing statx is held by the stopped daemon.
+    let synced = wait_until(
+        "a syncing statx to wait on the stopped daemon",
+        Duration::from_secs(5),
+        || {
+            let p = mp.clone();
+            let rx = in_thread(move || statx_type(&p, libc::STATX_TYPE, libc::AT_NO_AUTOMOUNT));
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Err(_) => Ok(rx),
+                Ok(r) => Err(format!("answered {r:?} from the attribute cache")),
+            }
+        },
+    );
+    let p = mp.clone();
+    let ours = in_thread(move || faultline_core::guard::mount::mount_id(&p))
+        .recv_timeout(Duration::from_secs(5));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).map_err(fail)?;
+    let synced = synced.map_err(fail)?;
+    ensure!(
+        ours == Ok(id),
+        "mount_id with the daemon stopped: {ours:?}, want {id:?}"
+    );
+    let after = synced.recv_timeout(Duration::from_secs(10));
+    ensure!(
+        after.is_ok(),
+        "the syncing statx did not finish after SIGCONT"
+    );
+    Ok(())
+}
+
+/// A writer whose FUSE write the daemon took and holds (30 s write latency) is in D once
+/// killed: the kernel waits uninterruptibly for the answer to a request already in
+/// userspace (fs/fuse/dev.c, request_wait_answer). Teardown leaves it within its bound and
+/// says so; killing the daemon then aborts the connection and the writer exits.
+fn teardown_leaves_a_d_state_leader() -> R {
+    use faultline_sys::process::Abandoned;
+    let s = scratch()?;
+    let (mut d, _backing, mp) = daemon(&s, "stuck")?;
+    fs::write(mp.join("f"), b"held").map_err(fail)?;
+    d.set_latency(Duration::ZERO, Duration::from_secs(30))
+        .map_err(fail)?;
+    // Without writeback caching each write(2) is a FUSE_WRITE the writer waits for.
+    let mut cmd = Command::new("dd");
+    cmd.arg("if=/dev/zero")
+        .arg(format!("of={}", mp.join("f").display()))
+        .args(["bs=4096", "count=1", "conv=notrunc", "status=none"]);
+    let mut writer = faultline_sys::ChildGroup::spawn("writer", &mut cmd)
+        .map_err(fail)?
+        .with_grace(Duration::from_millis(200))
+        .with_kill_wait(Duration::from_millis(500));
+    let pid = writer.pid();
+    wait_until(
+        "the writer in its FUSE write",
+        Duration::from_secs(10),
+        || {
+            let stack = fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+            let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            if syscall.starts_with("1 ") && stack.contains("request_wait_answer") {
+                Ok(())
+            } else {
+                Err(format!("syscall {syscall:?}, stack {stack:?}"))
+            }
+        },
+    )
+    .map_err(fail)?;
+    let start = Instant::now();
+    let result = writer.teardown();
+    let took = start.elapsed();
+    println!("teardown of a writer stuck in a FUSE write: {result:?} after {took:?}");
+    let err = match result {
+        Err(e) => e,
+        Ok(s) => return Err(fail(format!("teardown reaped the stuck writer: {s:?}"))),
+    };
+    let abandoned = Abandoned::of(&err).ok_or_else(|| fail(format!("not abandoned: {err}")))?;
+    ensure!(abandoned.pid == pid, "{abandoned:?}");
+    ensure!(abandoned.state == 'D', "left in state {}", abandoned.state);
+    ensure!(took < Duration::from_secs(5), "teardown took {took:?}");
+    ensure!(
+        err.to_string().contains("left it to be reaped by init"),
+        "{err}"
+    );
+    // The daemon's death aborts the connection: the held request ends, the writer exits.
+    d.kill().map_err(fail)?;
+    wait_until(
+        "the writer to exit",
+        Duration::from_secs(10),
+        || match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(st) if st.contains(") Z ") => Ok(()),
+            Ok(st) => Err(st),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+    .map_err(fail)?;
+    // It is still this process's child: reap it here rather than leave a zombie.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    Ok(())
+}
+
 fn main() {
     faultline_sys::entry::dispatch(&[faultline_fuse::ENTRIES]);
     let args = Arguments::from_args();
@@ -486,6 +613,14 @@ fn main() {
         ("fuse_latency", latency),
         ("fuse_kill_keeps_dead_mount", kill_keeps_dead_mount),
         ("fuse_nonempty_and_ownership", nonempty_and_ownership),
+        (
+            "fuse_mount_id_does_not_wait_on_the_daemon",
+            mount_id_does_not_wait_on_the_daemon,
+        ),
+        (
+            "fuse_teardown_leaves_a_d_state_leader",
+            teardown_leaves_a_d_state_leader,
+        ),
     ];
     let trials = tests
         .into_iter()

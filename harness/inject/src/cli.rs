@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use super::spec::{self, Rule, SpecError};
+use super::summary;
 use super::tracer::{Injector, Report};
 use faultline_sys::error_chain;
 
@@ -150,7 +151,7 @@ pub fn run(args: &InjectArgs) -> i32 {
     };
     match result {
         Ok(report) => {
-            summarize(&report);
+            summarize(injector.rules(), &report);
             report.exit.map(|e| e.code()).unwrap_or(0)
         }
         Err(e) => {
@@ -160,11 +161,14 @@ pub fn run(args: &InjectArgs) -> i32 {
     }
 }
 
-fn summarize(report: &Report) {
+fn summarize(rules: &[Rule], report: &Report) {
     for ev in &report.events {
         eprintln!(
             "faultline inject: pid {} {} call {}: {} at +{}ms",
             ev.pid, ev.syscall, ev.call, ev.action, ev.at_ms
         );
+    }
+    for line in summary::unmatched(rules, report) {
+        eprintln!("faultline inject: {line}");
     }
 }

@@ -5,8 +5,9 @@
 
 pub mod cli;
 pub mod spec;
+pub mod summary;
 pub mod syscalls;
 pub mod tracer;
 
 pub use spec::{Fault, Rule, SpecError, When};
-pub use tracer::{Attached, Exit, InjectError, InjectionEvent, Injector, Report};
+pub use tracer::{Attached, Exit, InjectError, InjectionEvent, Injector, Report, SyscallCount};

@@ -99,6 +99,19 @@ impl When {
     }
 }
 
+/// The `when=` expression, as [`When::parse`] reads it.
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.first)?;
+        match (self.last, self.step) {
+            (Some(l), _) if l == self.first => Ok(()),
+            (Some(l), 1) => write!(f, "..{l}"),
+            (Some(l), st) => write!(f, "..{l}+{st}"),
+            (None, st) => write!(f, "+{st}"),
+        }
+    }
+}
+
 /// One system call and what to do to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -176,14 +189,7 @@ impl Rule {
             None => {}
         }
         if self.when != When::default() {
-            let w = self.when;
-            s += &format!(":when={}", w.first);
-            match (w.last, w.step) {
-                (Some(l), _) if l == w.first => {}
-                (Some(l), 1) => s += &format!("..{l}"),
-                (Some(l), st) => s += &format!("..{l}+{st}"),
-                (None, st) => s += &format!("+{st}"),
-            }
+            s += &format!(":when={}", self.when);
         }
         s
     }

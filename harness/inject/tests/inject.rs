@@ -198,6 +198,36 @@ fn bad_rules_are_refused() {
     assert!(err.to_string().contains("failed to find program"), "{err}");
 }
 
+/// coreutils' `sleep` calls clock_nanosleep (a name the injector knows from the kernel's
+/// table): a nanosleep rule sees no call, and the report shows what was called instead; a
+/// clock_nanosleep rule delays it.
+#[test]
+fn counts_every_call_and_names_clock_nanosleep() {
+    let never = AtomicBool::new(false);
+    let cmd = argv(&["sleep", "0.1"]);
+    let report = Injector::new(vec![rule("nanosleep:delay_enter=2s")])
+        .run_command(&cmd, &never)
+        .unwrap();
+    assert_eq!(report.exit, Some(Exit::Code(0)));
+    assert!(report.events.is_empty(), "{:?}", report.events);
+    assert_eq!(report.calls, [0]);
+    let clock = report.seen.iter().find(|s| s.syscall == "clock_nanosleep");
+    assert!(clock.is_some_and(|s| s.calls >= 1), "{:?}", report.seen);
+    assert!(report.total_calls() > 1, "{:?}", report.seen);
+
+    let t = Instant::now();
+    let report = Injector::new(vec![rule("clock_nanosleep:delay_enter=500ms")])
+        .run_command(&cmd, &never)
+        .unwrap();
+    assert_eq!(report.exit, Some(Exit::Code(0)));
+    assert_eq!(report.events.len(), 1, "{:?}", report.events);
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
 fn tracer_pid(pid: i32) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status

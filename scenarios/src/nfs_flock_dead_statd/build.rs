@@ -2,7 +2,6 @@
 //! rpc.statd, and the client's NFSv3 mount of the export with the workload's file on it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,11 +9,7 @@ use faultline_core::guard::nfs::{GraceTimes, NfsServer, Statd};
 use faultline_core::guard::Mount;
 use faultline_core::Context;
 use faultline_sys::mountinfo::read_mountinfo;
-use faultline_sys::process::run_bounded;
 use serde_json::json;
-
-/// mount.nfs returns within seconds on a healthy loopback server; past this it is wedged.
-const MOUNT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Field order is drop order: the mount goes while statd and the server still run.
 pub(super) struct NfsMount {
@@ -44,8 +39,11 @@ impl NfsMount {
             .context("failed to start the NFS server")?;
         let statd = Statd::start().context("failed to start rpc.statd")?;
         let statd_pid_at_mount = statd.pid();
-        mount_nfs(&server.remote(), &mnt)?;
-        let mount = Mount::adopt(&mnt).with_time_limit(Duration::from_secs(10));
+        // Locking on (no `nolock`), as kubelet mounts an NFSv3 volume; bounded by the guard.
+        let mount = server
+            .mount_client(&mnt, "vers=3,proto=tcp")
+            .context("failed to mount the export")?
+            .with_time_limit(Duration::from_secs(10));
         let entry = mount_entry(&mnt)?;
         let file = mnt.join("app.js");
         let content = std::fs::read_to_string(&file).context("failed to read over NFS")?;
@@ -72,24 +70,6 @@ impl NfsMount {
         drop(restarted);
         Ok(())
     }
-}
-
-/// `mount.nfs REMOTE MNT -o vers=3,proto=tcp` (locking on, as kubelet mounts it), bounded.
-fn mount_nfs(remote: &str, mnt: &Path) -> anyhow::Result<()> {
-    let mut cmd = Command::new("mount.nfs");
-    cmd.arg(remote)
-        .arg(mnt)
-        .args(["-o", "vers=3,proto=tcp"])
-        .stdin(Stdio::null());
-    let out = run_bounded("mount.nfs", &mut cmd, MOUNT_LIMIT)
-        .context("failed to run mount.nfs")?
-        .with_context(|| format!("mount.nfs did not finish within {MOUNT_LIMIT:?}; killed it"))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "mount.nfs failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
 }
 
 fn mount_entry(mnt: &Path) -> anyhow::Result<Option<serde_json::Value>> {

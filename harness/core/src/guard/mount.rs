@@ -40,6 +40,11 @@ pub struct Mount {
 pub use faultline_sys::mount_namespace::{make_root_private, unshare_private};
 
 /// The mount id of the mount that `path` resolves into (statx STATX_MNT_ID, Linux 5.8+).
+///
+/// `AT_STATX_DONT_SYNC`: the id comes from the mount, never from the file system, and the
+/// flag keeps a network or FUSE file system from refreshing attributes first (statx(2)); FUSE
+/// otherwise sends GETATTR once its attribute cache has expired (fs/fuse/dir.c
+/// fuse_update_get_attr), which waits on the daemon, and a guard's teardown must not.
 pub fn mount_id(path: &Path) -> Option<u64> {
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statx writes into a zeroed, properly sized struct we own; `c` outlives the call.
@@ -48,7 +53,7 @@ pub fn mount_id(path: &Path) -> Option<u64> {
         let rc = libc::statx(
             libc::AT_FDCWD,
             c.as_ptr(),
-            libc::AT_NO_AUTOMOUNT,
+            libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
             libc::STATX_MNT_ID,
             &mut stx,
         );

@@ -208,6 +208,20 @@ impl NfsServer {
         format!("127.0.0.1:{}", self.export.display())
     }
 
+    /// Mounts the export on `target` with `mount.nfs -o OPTIONS`, as kubelet's mount does,
+    /// bounded like the other NFS tools (a server that does not answer would hold it), and
+    /// guards the mount.
+    pub fn mount_client(&self, target: &Path, options: &str) -> Result<Mount, NfsError> {
+        run(
+            "mount.nfs",
+            Command::new("mount.nfs")
+                .arg(self.remote())
+                .arg(target)
+                .args(["-o", options]),
+        )?;
+        Ok(Mount::adopt(target))
+    }
+
     pub fn teardown(&mut self) -> Result<(), NfsError> {
         let mut first_err = None;
         if self.nfsd_running {

@@ -11,14 +11,18 @@ use nix::sys::ptrace;
 use nix::unistd::Pid;
 
 use super::super::spec::Rule;
+use super::super::syscalls;
 use super::injector::Injector;
 use super::ptrace_calls::{detach, listen, resume, seize, wait_any};
 use super::tracee::Tracee;
-use super::{Exit, InjectError, InjectionEvent, Report};
+use super::{Exit, InjectError, InjectionEvent, Report, SyscallCount};
 
 pub(super) struct Engine<'a> {
     pub(super) injector: &'a Injector,
     pub(super) counts: Vec<u64>,
+    /// Every call entered by an armed tracee, by number: what the program did instead when
+    /// a rule matched nothing.
+    pub(super) seen: HashMap<i64, u64>,
     pub(super) tracees: HashMap<i32, Tracee>,
     pub(super) root: Option<i32>,
     pub(super) root_exit: Option<Exit>,
@@ -35,6 +39,7 @@ impl<'a> Engine<'a> {
         Engine {
             injector,
             counts: vec![0; injector.rules.len()],
+            seen: HashMap::new(),
             tracees: HashMap::new(),
             root: None,
             root_exit: None,
@@ -52,9 +57,26 @@ impl<'a> Engine<'a> {
     }
 
     pub(super) fn report(&self) -> Report {
+        let mut seen: Vec<SyscallCount> = self
+            .seen
+            .iter()
+            .map(|(nr, calls)| SyscallCount {
+                syscall: syscalls::name(*nr)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| nr.to_string()),
+                calls: *calls,
+            })
+            .collect();
+        seen.sort_by(|a, b| {
+            b.calls
+                .cmp(&a.calls)
+                .then_with(|| a.syscall.cmp(&b.syscall))
+        });
         Report {
             events: self.events.lock().map(|e| e.clone()).unwrap_or_default(),
             exit: self.root_exit,
+            calls: self.counts.clone(),
+            seen,
         }
     }
 

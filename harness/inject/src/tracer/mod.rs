@@ -83,8 +83,28 @@ impl Exit {
     }
 }
 
+/// How often the traced tree entered one system call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyscallCount {
+    pub syscall: String,
+    pub calls: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub events: Vec<InjectionEvent>,
     pub exit: Option<Exit>,
+    /// Per rule (in the injector's order): how many calls of its syscall were made, counted
+    /// as `when=` counts them.
+    pub calls: Vec<u64>,
+    /// Every syscall the traced tree entered while armed (from the started command's exec,
+    /// or from attaching), most frequent first.
+    pub seen: Vec<SyscallCount>,
+}
+
+impl Report {
+    /// Calls made in all, across every syscall.
+    pub fn total_calls(&self) -> u64 {
+        self.seen.iter().map(|s| s.calls).sum()
+    }
 }

@@ -32,15 +32,15 @@ impl Engine<'_> {
                 }
                 // SAFETY: op == ENTRY, so the `entry` member of the union is the valid one.
                 let nr = unsafe { info.u.entry.nr } as i64;
-                let armed = t.armed;
+                if !t.armed {
+                    resume(pid, 0);
+                    return;
+                }
+                *self.seen.entry(nr).or_default() += 1;
                 let Some(idx) = self.injector.rules.iter().position(|r| r.nr == nr) else {
                     resume(pid, 0);
                     return;
                 };
-                if !armed {
-                    resume(pid, 0);
-                    return;
-                }
                 self.counts[idx] += 1;
                 let call = self.counts[idx];
                 let rule = &self.injector.rules[idx];
