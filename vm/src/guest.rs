@@ -64,6 +64,7 @@ fn entry(_args: &[std::ffi::OsString]) -> i32 {
     let release = KernelVersion::running().release;
     let report = match &request {
         None => RunReport {
+            runtime: None,
             kernel: release.clone(),
             backend: "vm".into(),
             scenarios: vec![ScenarioResult::without_variants(
@@ -73,6 +74,7 @@ fn entry(_args: &[std::ffi::OsString]) -> i32 {
             )],
         },
         Some(r) if r.boot_only() => RunReport {
+            runtime: None,
             kernel: release.clone(),
             backend: "vm".into(),
             scenarios: Vec::new(),
@@ -117,12 +119,14 @@ fn run_requested(req: &GuestRequest) -> RunReport {
         } else {
             req.log.clone()
         },
+        runtime: req.runtime.clone(),
     };
     let mut report =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_all(&selected, &opts)))
             .unwrap_or_else(|_| RunReport {
                 kernel: KernelVersion::running().release,
                 backend: "vm".into(),
+                runtime: req.runtime.as_ref().map(|r| r.versions.clone()),
                 scenarios: selected
                     .iter()
                     .map(|s| {

@@ -104,6 +104,7 @@ pub fn guest_request(scenarios: &[&dyn Scenario], opts: &RunOptions) -> GuestReq
         log: opts.log.clone(),
         keep: opts.keep,
         timeout_secs: opts.timeout.map(|t| t.as_secs()),
+        runtime: opts.runtime.clone(),
     }
 }
 
@@ -188,6 +189,7 @@ pub fn run_report_in_vm(
         Err(e) => RunReport {
             kernel: spec.to_string(),
             backend: "vm".into(),
+            runtime: opts.runtime.as_ref().map(|r| r.versions.clone()),
             scenarios: scenarios
                 .iter()
                 .map(|s| {

@@ -33,6 +33,9 @@ pub struct GuestRequest {
     /// `faultline run --timeout`: overrides each scenario's own limit in the guest too.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// The container runtime under test; its binaries are in the initramfs at these paths.
+    #[serde(default)]
+    pub runtime: Option<faultline_core::runtime_under_test::RuntimeUnderTest>,
 }
 
 impl GuestRequest {
@@ -80,6 +83,7 @@ mod tests {
     fn frames_round_trip_and_partial_is_none() {
         let r = GuestReport {
             report: RunReport {
+                runtime: None,
                 kernel: "6.1.0-56-cloud-amd64".into(),
                 backend: "vm".into(),
                 scenarios: vec![],

@@ -278,6 +278,7 @@ mod tests {
 
     fn report(kernel: &str, scenarios: Vec<ScenarioResult>) -> RunReport {
         RunReport {
+            runtime: None,
             kernel: kernel.into(),
             backend: "vm".into(),
             scenarios,
@@ -342,6 +343,7 @@ mod tests {
     #[test]
     fn skipped_scenario_lines_up_with_its_variants_elsewhere() {
         let host = RunReport {
+            runtime: None,
             kernel: "6.18.44".into(),
             backend: "namespace".into(),
             scenarios: vec![scenario("nfs-flock-dead-statd", Status::Skip, vec![])],

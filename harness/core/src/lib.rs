@@ -9,6 +9,7 @@ pub mod output;
 pub mod requirement;
 pub mod result;
 pub mod runner;
+pub mod runtime_under_test;
 pub mod scenario;
 
 pub use faultline_detect::{Finding, Severity};

@@ -66,5 +66,8 @@ pub struct RunReport {
     pub kernel: String,
     /// "namespace" or "vm"
     pub backend: String,
+    /// The container runtime the runtime scenarios ran on (absent when none was chosen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::runtime_under_test::RuntimeVersions>,
     pub scenarios: Vec<ScenarioResult>,
 }

@@ -248,6 +248,8 @@ pub struct Context {
     /// `target/faultline/<scenario>/`, for artifacts kept on failure.
     pub artifacts: PathBuf,
     pub kmsg: Option<KmsgCursor>,
+    /// The container runtime under test (`--runtime`), for the runtime scenarios.
+    pub runtime: Option<crate::runtime_under_test::RuntimeUnderTest>,
 }
 
 impl Context {

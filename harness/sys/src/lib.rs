@@ -3,6 +3,7 @@
 //! on-disk structures, the rpcbind client, process groups with bounded waits, and the
 //! registry of re-exec entry points. It depends on no other faultline crate.
 
+pub mod containerd;
 pub mod entry;
 pub mod error_chain;
 pub mod ext4;

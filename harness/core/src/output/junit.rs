@@ -40,6 +40,7 @@ mod tests {
     #[test]
     fn has_the_elements_ci_tools_read() {
         let report = RunReport {
+            runtime: None,
             kernel: "6.18.44".into(),
             backend: "namespace".into(),
             scenarios: vec![

@@ -156,6 +156,7 @@ fn prepare_namespace(args: &ChildArgs) -> anyhow::Result<(Context, Mount)> {
         options: args.options.clone(),
         artifacts,
         kmsg,
+        runtime: args.runtime.clone(),
     };
     Ok((ctx, tmp))
 }

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::requirement::first_unmet;
 use crate::result::{RunReport, ScenarioResult, Status, VariantResult};
+use crate::runtime_under_test::RuntimeUnderTest;
 use crate::scenario::Scenario;
 use faultline_sys::kernel::KernelVersion;
 use faultline_sys::process::ChildGroup;
@@ -61,6 +62,9 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Log filter handed to the scenario processes (`warn`, `info`, `debug`).
     pub log: String,
+    /// The container runtime the runtime scenarios drive (`--runtime`); `None` when none
+    /// was resolved, and those scenarios skip saying so.
+    pub runtime: Option<RuntimeUnderTest>,
 }
 
 impl Default for RunOptions {
@@ -71,6 +75,7 @@ impl Default for RunOptions {
             artifacts_root: default_artifacts_root(),
             timeout: None,
             log: "warn".into(),
+            runtime: None,
         }
     }
 }
@@ -100,6 +105,8 @@ pub(crate) struct ChildArgs {
     #[serde(with = "path_bytes")]
     pub artifacts: PathBuf,
     pub log: String,
+    #[serde(default)]
+    pub runtime: Option<RuntimeUnderTest>,
 }
 
 /// A path as the array of its bytes in JSON (serde's own form of `PathBuf` refuses
@@ -169,6 +176,7 @@ pub fn run_all_reporting(
     RunReport {
         kernel: KernelVersion::running().release,
         backend: if in_vm_guest() { "vm" } else { "namespace" }.into(),
+        runtime: opts.runtime.as_ref().map(|r| r.versions.clone()),
         scenarios: results,
     }
 }
@@ -180,6 +188,7 @@ fn run_in_namespaces(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
         keep: opts.keep,
         artifacts: opts.artifacts_root.join(s.name()),
         log: opts.log.clone(),
+        runtime: opts.runtime.clone(),
     };
     let error = |reason: String| ScenarioResult::without_variants(s.name(), Status::Error, reason);
     // Files of an earlier run must not sit beside this run's result.
@@ -329,6 +338,7 @@ mod tests {
             keep: false,
             artifacts: artifacts.clone(),
             log: "warn".into(),
+            runtime: None,
         };
         let json = serde_json::to_string(&args).unwrap();
         let back: ChildArgs = serde_json::from_str(&json).unwrap();
