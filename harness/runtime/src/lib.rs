@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod runc_bind;
+pub mod select;
 pub mod shim;
 
 /// The re-exec entry points this crate owns.
