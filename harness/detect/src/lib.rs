@@ -9,6 +9,7 @@ pub mod kernel_log;
 pub mod nfs_lock_manager;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub mod hung_task;
 pub mod orphan_shim;
@@ -17,6 +18,10 @@ pub mod finding;
 
 pub use finding::{Finding, Severity};
 
+pub mod report;
+
+pub use report::{Measurement, Report};
+
 pub mod busy_binary;
 pub mod dead_fuse;
 pub mod stale_bind;
@@ -24,8 +29,11 @@ pub mod stale_bind;
 /// What `faultline check` hands every detector.
 #[derive(Debug, Clone)]
 pub struct CheckInput {
-    /// A saved kernel log (`dmesg`, `dmesg -T`, `journalctl -k`) instead of live /dev/kmsg.
+    /// A saved kernel log (`dmesg`, `dmesg -T`, `journalctl -k`) instead of live /dev/kmsg;
+    /// `-` is standard input, and pipes are read as streams.
     pub kmsg_file: Option<PathBuf>,
+    /// `--since`: only kernel-log lines this recent count (where the log carries times).
+    pub since: Option<Duration>,
     /// Directories named with `--path`.
     pub paths: Vec<PathBuf>,
     /// Where procfs is mounted (tests point it elsewhere only for unit-level parsing).
@@ -36,6 +44,7 @@ impl Default for CheckInput {
     fn default() -> Self {
         CheckInput {
             kmsg_file: None,
+            since: None,
             paths: Vec::new(),
             proc_root: PathBuf::from("/proc"),
         }
@@ -64,6 +73,15 @@ pub trait Detector: Sync {
         Ok(())
     }
     fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError>;
+    /// [`Detector::check`] plus what the detector measured on the way (shown, never a problem).
+    fn report(&self, input: &CheckInput) -> Result<Report, DetectError> {
+        self.check(input).map(Report::from)
+    }
+    /// Whether this detector reads the kernel log (`check` copies a `--kmsg-file` stream once
+    /// when more than one does).
+    fn reads_kernel_log(&self) -> bool {
+        false
+    }
 }
 
 /// Every detector, in the order DESIGN.md lists them.

@@ -385,8 +385,14 @@ pub fn nlm_mounts(proc_root: &Path) -> Vec<NlmMount> {
 
 /// Everything the detector looks at, read live.
 pub fn observe(input: &CheckInput) -> Result<Observations, DetectError> {
-    let log = match kernel_log::load(input) {
-        Ok(lines) => lockd_lines(&lines),
+    // Streamed: only lockd's lines are kept, whatever the size of the log.
+    let mut log = Vec::new();
+    let read = kernel_log::for_each(input, |line| {
+        log.extend(lockd_lines(std::slice::from_ref(&line)));
+        Ok(())
+    });
+    let log = match read {
+        Ok(()) => log,
         // Without the kernel log the other signals still stand; a named file must exist.
         Err(e) if input.kmsg_file.is_none() => {
             tracing::debug!("nfs-lock-manager: no kernel log: {e}");
@@ -431,6 +437,10 @@ impl Detector for NfsLockManager {
 
     fn check(&self, input: &CheckInput) -> Result<Vec<Finding>, DetectError> {
         Ok(judge(&observe(input)?))
+    }
+
+    fn reads_kernel_log(&self) -> bool {
+        true
     }
 }
 

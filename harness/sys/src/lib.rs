@@ -13,6 +13,7 @@ pub mod mountinfo;
 pub mod path;
 pub mod portmap;
 pub mod process;
+pub mod shell;
 pub mod wait;
 
 pub use error_chain::error_chain;
