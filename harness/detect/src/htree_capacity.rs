@@ -22,8 +22,8 @@ use serde_json::json;
 use crate::finding::{Finding, Severity};
 use crate::report::{Measurement, Report};
 use crate::{CheckInput, DetectError, Detector};
-use faultline_sys::shell;
 use faultline_sys::ext4::{DxRoot, Ext4Error, HtreeLimits, Superblock};
+use faultline_sys::shell;
 
 pub const NAME: &str = "htree-capacity";
 pub const WARN_PERCENT: f64 = 75.0;
@@ -412,10 +412,22 @@ mod tests {
     #[test]
     fn a_full_index_fails_now_a_nearly_full_one_will() {
         let full = usage(100.0).finding().unwrap();
-        assert!(full.message.contains("creates fail now"), "{}", full.message);
-        assert!(!full.message.contains("will start failing"), "{}", full.message);
+        assert!(
+            full.message.contains("creates fail now"),
+            "{}",
+            full.message
+        );
+        assert!(
+            !full.message.contains("will start failing"),
+            "{}",
+            full.message
+        );
         let near = usage(96.0).finding().unwrap();
-        assert!(near.message.contains("will start failing"), "{}", near.message);
+        assert!(
+            near.message.contains("will start failing"),
+            "{}",
+            near.message
+        );
     }
 
     #[test]
@@ -424,7 +436,11 @@ mod tests {
         assert!(u.finding().is_none());
         let m = u.measurement();
         assert_eq!(m.subject, "/d");
-        assert!(m.summary.starts_with("htree index 0.2% used (0 of ~10742"), "{}", m.summary);
+        assert!(
+            m.summary.starts_with("htree index 0.2% used (0 of ~10742"),
+            "{}",
+            m.summary
+        );
         assert_eq!(m.values["percent_used"], 0.2);
     }
 
@@ -433,7 +449,10 @@ mod tests {
         let mut u = usage(99.0);
         u.device = "/dev/md10 ; rm -rf /".into();
         let r = u.finding().unwrap().remedy;
-        assert!(r.contains("`tune2fs -O large_dir '/dev/md10 ; rm -rf /'`"), "{r}");
+        assert!(
+            r.contains("`tune2fs -O large_dir '/dev/md10 ; rm -rf /'`"),
+            "{r}"
+        );
         assert!(r.contains("`e2fsck -fD '/dev/md10 ; rm -rf /'`"), "{r}");
     }
 }

@@ -246,10 +246,15 @@ mod tests {
         let mut seqs = Vec::new();
         cursor.for_each_new(|r| seqs.push(r.seq)).unwrap();
         assert!(!seqs.is_empty(), "the kernel log is never empty after boot");
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "records come in order");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "records come in order"
+        );
         let last = seqs.last().copied().unwrap();
         let mut again = 0;
-        cursor.for_each_new(|r| again += usize::from(r.seq <= last)).unwrap();
+        cursor
+            .for_each_new(|r| again += usize::from(r.seq <= last))
+            .unwrap();
         assert_eq!(again, 0, "a second call returns only what arrived since");
         assert!(now_since_boot().as_secs() > 0);
     }

@@ -66,7 +66,15 @@ mod tests {
     /// What sh does with the quoted word: it must come back as the same single argument.
     #[test]
     fn sh_reads_it_back_as_one_word() {
-        for word in ["md10 ; rm -rf /", "a'b\"c", "$(id) `id` *", "-n", "x y", "é", "!x"] {
+        for word in [
+            "md10 ; rm -rf /",
+            "a'b\"c",
+            "$(id) `id` *",
+            "-n",
+            "x y",
+            "é",
+            "!x",
+        ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf '%s|' {}", quote(word)))

@@ -46,26 +46,27 @@ impl DeviceNow {
         // sysfs spells a `/` in a disk name as `!` (kobject names cannot hold `/`); /dev
         // keeps the `/` (`cciss/c0d0` is /dev/cciss/c0d0, /sys/class/block/cciss!c0d0).
         let path = Path::new("/dev").join(name.replace('!', "/"));
-        let majmin = std::fs::read_to_string(format!(
-            "/sys/class/block/{}/dev",
-            name.replace('/', "!")
-        ))
-        .ok()
-        .map(|s| s.trim().to_string());
+        let majmin =
+            std::fs::read_to_string(format!("/sys/class/block/{}/dev", name.replace('/', "!")))
+                .ok()
+                .map(|s| s.trim().to_string());
         let mine: Vec<&MountInfo> = mounts
             .iter()
             .filter(|m| {
                 majmin.as_deref() == Some(m.device().as_str()) || Path::new(&m.source) == path
             })
             .collect();
-        let mount = mine
-            .iter()
-            .find(|m| !m.is_partial_bind())
-            .or(mine.first());
+        let mount = mine.iter().find(|m| !m.is_partial_bind()).or(mine.first());
         let uuid = match Superblock::read(&path) {
             Ok(sb) => Ok(sb.uuid_string()),
             Err(e @ (Ext4Error::BadMagic { .. } | Ext4Error::BadBlockSize { .. })) => {
                 Err(Unread::NotExt4(e.to_string()))
+            }
+            // Shorter than a superblock: a loop device with nothing attached, an empty disk.
+            Err(Ext4Error::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Err(Unread::NotExt4(format!("{} is empty", path.display())))
             }
             Err(e) => Err(Unread::Failed(faultline_sys::error_chain(&e))),
         };
@@ -184,16 +185,28 @@ mod tests {
     #[test]
     fn uuid_decides_where_the_log_names_one() {
         let f = folded(Some(A), false);
-        assert!(matches!(judge(&f, &device(Ok(A), Some("ext4")), Origin::Capture), Holds::Yes(_)));
+        assert!(matches!(
+            judge(&f, &device(Ok(A), Some("ext4")), Origin::Capture),
+            Holds::Yes(_)
+        ));
         // Unmounted, but the device still holds it.
-        assert!(matches!(judge(&folded(Some(A), true), &device(Ok(A), None), Origin::Live), Holds::Yes(_)));
+        assert!(matches!(
+            judge(&folded(Some(A), true), &device(Ok(A), None), Origin::Live),
+            Holds::Yes(_)
+        ));
         let other = judge(&f, &device(Ok(B), Some("ext4")), Origin::Live);
         assert!(matches!(&other, Holds::No(s) if s.contains(B)), "{other:?}");
         let gone = device(Err(Unread::NotExt4("magic".into())), None);
         assert!(matches!(judge(&f, &gone, Origin::Live), Holds::No(_)));
         let unreadable = device(Err(Unread::Failed("EACCES".into())), None);
-        assert!(matches!(judge(&f, &unreadable, Origin::Live), Holds::Unknown(_)));
-        assert!(matches!(judge(&folded(Some(A), true), &unreadable, Origin::Live), Holds::No(_)));
+        assert!(matches!(
+            judge(&f, &unreadable, Origin::Live),
+            Holds::Unknown(_)
+        ));
+        assert!(matches!(
+            judge(&folded(Some(A), true), &unreadable, Origin::Live),
+            Holds::No(_)
+        ));
     }
 
     #[test]
@@ -201,8 +214,14 @@ mod tests {
         let f = folded(None, false);
         let mounted = device(Ok(A), Some("ext4"));
         assert!(matches!(judge(&f, &mounted, Origin::Live), Holds::Yes(_)));
-        assert!(matches!(judge(&f, &mounted, Origin::Capture), Holds::Unknown(_)));
-        assert!(matches!(judge(&folded(None, true), &mounted, Origin::Live), Holds::No(_)));
+        assert!(matches!(
+            judge(&f, &mounted, Origin::Capture),
+            Holds::Unknown(_)
+        ));
+        assert!(matches!(
+            judge(&folded(None, true), &mounted, Origin::Live),
+            Holds::No(_)
+        ));
         // Another file system type on the device now: ext4 never logged its mount.
         let xfs = device(Err(Unread::NotExt4("magic".into())), Some("xfs"));
         assert!(matches!(judge(&f, &xfs, Origin::Live), Holds::Unknown(_)));

@@ -31,7 +31,10 @@ pub fn finding(
             Ok(p) => (Some(p), "found".to_string()),
             Err(why) => (None, why),
         },
-        (None, _) => (None, "the kernel did not name the inode (Linux < 4.13)".into()),
+        (None, _) => (
+            None,
+            "the kernel did not name the inode (Linux < 4.13)".into(),
+        ),
         (Some(_), None) => (
             None,
             "not searched: that file system is not mounted here".into(),
@@ -64,7 +67,9 @@ pub fn finding(
             format!("whether {} still holds that file system is unknown: {why}", f.device),
         ),
     };
-    let levels = f.level.map_or("maximum".to_string(), |l| format!("{l}-level"));
+    let levels = f
+        .level
+        .map_or("maximum".to_string(), |l| format!("{l}-level"));
     let message = format!(
         "ext4 directory {ino} on {}{} hit its {levels} htree limit: {} kernel warning{}, {}{}; {state}",
         f.device,
@@ -227,22 +232,43 @@ mod tests {
         let evil = "md10 ; rm -rf /";
         let unknown = Holds::Unknown("test".into());
         let r = remedy(&folded(evil, None), &dev(evil), &unknown);
-        assert!(r.contains("`tune2fs -O large_dir '/dev/md10 ; rm -rf /'`"), "{r}");
+        assert!(
+            r.contains("`tune2fs -O large_dir '/dev/md10 ; rm -rf /'`"),
+            "{r}"
+        );
         assert!(r.contains("`e2fsck -fD '/dev/md10 ; rm -rf /'`"), "{r}");
         assert!(r.contains("`blkid '/dev/md10 ; rm -rf /'`"), "{r}");
         // Nowhere unquoted.
-        assert!(!r.replace("'/dev/md10 ; rm -rf /'", "").contains("md10"), "{r}");
-        let r = remedy(&folded("$(reboot)", None), &dev("$(reboot)"), &Holds::No("x".into()));
+        assert!(
+            !r.replace("'/dev/md10 ; rm -rf /'", "").contains("md10"),
+            "{r}"
+        );
+        let r = remedy(
+            &folded("$(reboot)", None),
+            &dev("$(reboot)"),
+            &Holds::No("x".into()),
+        );
         assert!(r.contains("'/dev/$(reboot)'"), "{r}");
     }
 
     #[test]
     fn the_remedy_names_the_file_system_not_a_reused_device() {
         let uuid = "390c20a9-ff78-4885-84af-4b94ca02a2ff";
-        let r = remedy(&folded("loop0", Some(uuid)), &dev("loop0"), &Holds::No("gone".into()));
-        assert!(r.contains(&format!("`tune2fs -O large_dir UUID={uuid}`")), "{r}");
+        let r = remedy(
+            &folded("loop0", Some(uuid)),
+            &dev("loop0"),
+            &Holds::No("gone".into()),
+        );
+        assert!(
+            r.contains(&format!("`tune2fs -O large_dir UUID={uuid}`")),
+            "{r}"
+        );
         assert!(!r.contains("/dev/loop0"), "{r}");
-        let r = remedy(&folded("loop0", None), &dev("loop0"), &Holds::No("gone".into()));
+        let r = remedy(
+            &folded("loop0", None),
+            &dev("loop0"),
+            &Holds::No("gone".into()),
+        );
         assert!(r.starts_with("nothing to do on /dev/loop0"), "{r}");
         assert!(!r.contains("tune2fs"), "{r}");
     }

@@ -49,6 +49,9 @@ struct Tenure {
 
 #[derive(Debug)]
 struct Dir {
+    /// Which tracked directory this was, in order of first warning: findings come out in the
+    /// order the log first mentions them.
+    order: usize,
     count: u64,
     level: Option<u32>,
     source_lines: Vec<u32>,
@@ -113,7 +116,9 @@ impl Fold {
                     room
                 });
                 if let Some(key) = &key {
+                    let order = self.dirs.len();
                     let d = self.dirs.entry(key.clone()).or_insert_with(|| Dir {
+                        order,
                         count: 0,
                         level,
                         source_lines: Vec::new(),
@@ -178,8 +183,10 @@ impl Fold {
     /// One record per device, file system and directory: tenures of the same UUID on a
     /// device (remounts) are one file system.
     pub fn finish(self) -> Vec<Folded> {
-        let mut out: BTreeMap<(String, FsName, Option<u64>), Folded> = BTreeMap::new();
-        for ((device, tenure, inode), d) in self.dirs {
+        let mut out: BTreeMap<(String, FsName, Option<u64>), (usize, Folded)> = BTreeMap::new();
+        let mut dirs: Vec<(Key, Dir)> = self.dirs.into_iter().collect();
+        dirs.sort_by_key(|(_, d)| d.order);
+        for ((device, tenure, inode), d) in dirs {
             let tenures = &self.tenures[&device];
             let uuid = tenures[tenure].uuid.clone();
             // Its latest tenure on the device tells whether the log shows it still there.
@@ -195,7 +202,7 @@ impl Fold {
             let key = (device.clone(), name, inode);
             match out.get_mut(&key) {
                 // Tenures come in log order: a later one extends the record.
-                Some(f) => {
+                Some((_, f)) => {
                     f.count += d.count;
                     f.level = f.level.or(d.level);
                     for l in d.source_lines {
@@ -209,23 +216,28 @@ impl Fold {
                 None => {
                     out.insert(
                         key,
-                        Folded {
-                            device,
-                            uuid,
-                            inode,
-                            level: d.level,
-                            count: d.count,
-                            source_lines: d.source_lines,
-                            large_dir_disabled: d.large_dir_disabled,
-                            first_seen: d.first_seen,
-                            last_seen: d.last_seen,
-                            ended_in_log: ended,
-                        },
+                        (
+                            d.order,
+                            Folded {
+                                device,
+                                uuid,
+                                inode,
+                                level: d.level,
+                                count: d.count,
+                                source_lines: d.source_lines,
+                                large_dir_disabled: d.large_dir_disabled,
+                                first_seen: d.first_seen,
+                                last_seen: d.last_seen,
+                                ended_in_log: ended,
+                            },
+                        ),
                     );
                 }
             }
         }
-        out.into_values().collect()
+        let mut out: Vec<(usize, Folded)> = out.into_values().collect();
+        out.sort_by_key(|(order, _)| *order);
+        out.into_iter().map(|(_, f)| f).collect()
     }
 }
 
@@ -315,7 +327,11 @@ mod tests {
         // The same capture read after a reboot cannot be placed.
         let mut f = Fold::new(
             Origin::Capture,
-            Some(Window::at(Duration::from_secs(60), Duration::from_secs(5), 0)),
+            Some(Window::at(
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+                0,
+            )),
         );
         let err = lines.iter().find_map(|l| f.push(l).err()).unwrap();
         assert!(err.contains("another boot"), "{err}");

@@ -57,7 +57,10 @@ pub fn parse_warning(message: &str) -> Option<Warning> {
         .strip_prefix("Directory (ino: ")?
         .split_once(") index full, reach max htree level :")?;
     // ext4 inode numbers are 32-bit (`s_inodes_count`), and 0 is never an inode.
-    let inode: u64 = ino.parse().ok().filter(|i| (1..=u32::MAX as u64).contains(i))?;
+    let inode: u64 = ino
+        .parse()
+        .ok()
+        .filter(|i| (1..=u32::MAX as u64).contains(i))?;
     let level: u32 = level.parse().ok().filter(|l| matches!(l, 2 | 3))?;
     Some(Warning::IndexFull {
         device,
@@ -147,8 +150,14 @@ mod tests {
             Some(Warning::LargeDirDisabled { device: "loop0".into(), line: 2532 })
         );
         assert!(matches!(
-            parse_warning("EXT4-fs warning (device sda1): ext4_dx_add_entry:2006: Directory index full!"),
-            Some(Warning::IndexFull { inode: None, level: None, .. })
+            parse_warning(
+                "EXT4-fs warning (device sda1): ext4_dx_add_entry:2006: Directory index full!"
+            ),
+            Some(Warning::IndexFull {
+                inode: None,
+                level: None,
+                ..
+            })
         ));
         assert!(parse_warning("EXT4-fs (loop0): mounted filesystem").is_none());
     }

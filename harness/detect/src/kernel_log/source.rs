@@ -39,7 +39,9 @@ pub fn check_capture_path(path: &Path) -> Result<(), String> {
     })?;
     let ft = meta.file_type();
     if ft.is_dir() {
-        return Err("is a directory; name a saved kernel log (dmesg > FILE) or - for standard input".into());
+        return Err(
+            "is a directory; name a saved kernel log (dmesg > FILE) or - for standard input".into(),
+        );
     }
     if ft.is_block_device() {
         return Err("is a block device, not a kernel log".into());

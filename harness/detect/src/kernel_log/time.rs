@@ -174,7 +174,7 @@ impl Civil {
 /// environment variable or /etc/localtime, daylight saving time looked up).
 fn local_to_unix(c: Civil) -> Option<i64> {
     c.utc_unix()?; // rejects impossible months and days that mktime would normalise
-    // SAFETY: an all-zero `struct tm` is a valid value; every field mktime reads is set below.
+                   // SAFETY: an all-zero `struct tm` is a valid value; every field mktime reads is set below.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     tm.tm_year = c.year - 1900;
     tm.tm_mon = c.month as i32 - 1;
@@ -206,7 +206,9 @@ fn now_unix_usec() -> i64 {
 
 /// `--since DURATION`: `30s`, `5m`, `2h`, `1d`, or sums like `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration: use a number and a unit, e.g. 30s, 5m, 2h, 1d, 1h30m");
+    let bad = || {
+        format!("{text:?} is not a duration: use a number and a unit, e.g. 30s, 5m, 2h, 1d, 1h30m")
+    };
     let mut total = Duration::ZERO;
     let mut digits = String::new();
     for c in text.trim().chars() {
@@ -226,11 +228,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         digits.clear();
     }
     if !digits.is_empty() || total.is_zero() {
-        return Err(if total.is_zero() && digits.is_empty() && !text.trim().is_empty() {
-            format!("{text:?}: a window of zero keeps nothing; give a positive duration")
-        } else {
-            bad()
-        });
+        return Err(
+            if total.is_zero() && digits.is_empty() && !text.trim().is_empty() {
+                format!("{text:?}: a window of zero keeps nothing; give a positive duration")
+            } else {
+                bad()
+            },
+        );
     }
     Ok(total)
 }
@@ -271,9 +275,10 @@ impl Window {
     pub fn admits(&self, stamp: Option<Stamp>, origin: Origin) -> Result<bool, String> {
         match stamp {
             None => Ok(true),
-            Some(Stamp::Wall(t)) => {
-                Ok(t >= self.wall_now_usec.saturating_sub(self.since.as_micros() as i64))
-            }
+            Some(Stamp::Wall(t)) => Ok(t
+                >= self
+                    .wall_now_usec
+                    .saturating_sub(self.since.as_micros() as i64)),
             Some(Stamp::SinceBoot(t)) => {
                 if origin == Origin::Capture && t > self.boot_now + Duration::from_secs(1) {
                     return Err(format!(
@@ -384,7 +389,13 @@ mod tests {
             Some(Stamp::Wall(t)) => assert_eq!(t.rem_euclid(1_000_000), 284_474),
             other => panic!("{other:?}"),
         }
-        for bad in ["", "Foo 22 06:30:56", "Nov 22 25:30:56", "2026-13-22T06:24:01Z", "12:3"] {
+        for bad in [
+            "",
+            "Foo 22 06:30:56",
+            "Nov 22 25:30:56",
+            "2026-13-22T06:24:01Z",
+            "12:3",
+        ] {
             assert_eq!(parse_stamp(bad), None, "{bad}");
         }
     }
@@ -396,7 +407,16 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "5", "m", "5x", "-5m", "5 m", "0s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "-5m",
+            "5 m",
+            "0s",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert!(parse_duration("0m").unwrap_err().contains("zero"));
@@ -405,7 +425,11 @@ mod tests {
     #[test]
     fn window_on_both_clocks() {
         let now_wall = 1_795_328_641_000_000;
-        let w = Window::at(Duration::from_secs(300), Duration::from_secs(1000), now_wall);
+        let w = Window::at(
+            Duration::from_secs(300),
+            Duration::from_secs(1000),
+            now_wall,
+        );
         let boot = |s| Some(Stamp::SinceBoot(Duration::from_secs(s)));
         assert_eq!(w.admits(boot(700), Origin::Live), Ok(true));
         assert_eq!(w.admits(boot(699), Origin::Live), Ok(false));
