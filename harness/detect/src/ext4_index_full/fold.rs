@@ -45,6 +45,83 @@ pub struct Folded {
 struct Tenure {
     uuid: Option<String>,
     ended: bool,
+    /// Directories folded under it; an ended tenure with none is forgotten.
+    dirs: usize,
+}
+
+/// One device name's file systems, in log order: the current one, and those directories
+/// belong to. Everything else is dropped, so memory follows the directories, not the number
+/// of mounts in the log.
+#[derive(Debug, Default)]
+struct DeviceLog {
+    tenures: BTreeMap<u64, Tenure>,
+    next_id: u64,
+}
+
+impl DeviceLog {
+    fn last(&mut self) -> Option<(u64, &mut Tenure)> {
+        self.tenures.iter_mut().next_back().map(|(id, t)| (*id, t))
+    }
+
+    /// A new file system on the device, the current one ending.
+    fn start(&mut self, uuid: Option<String>) -> u64 {
+        self.end_current();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tenures.insert(
+            id,
+            Tenure {
+                uuid,
+                ..Tenure::default()
+            },
+        );
+        id
+    }
+
+    fn end_current(&mut self) {
+        if let Some((id, t)) = self.last() {
+            t.ended = true;
+            if t.dirs == 0 {
+                self.tenures.remove(&id);
+            }
+        }
+    }
+
+    /// The tenure a warning belongs to: the current one, or a new one when the current one
+    /// has ended (the mount line of what came next is not in the log).
+    fn for_warning(&mut self) -> u64 {
+        match self.last() {
+            Some((id, t)) if !t.ended => id,
+            _ => self.start(None),
+        }
+    }
+
+    fn unmounted(&mut self, uuid: Option<String>) {
+        match self.last() {
+            // The mount line scrolled out (or predates 6.3): the unmount names it.
+            Some((_, cur)) if !cur.ended && (cur.uuid.is_none() || cur.uuid == uuid) => {
+                cur.uuid = cur.uuid.take().or(uuid);
+                self.end_current();
+            }
+            // An unmount whose mount the log does not show: nothing refers to it.
+            _ => {}
+        }
+    }
+
+    /// Whether the log shows the file system of tenure `id` gone from the device: its latest
+    /// tenure (remounts of one UUID are one file system) has ended.
+    fn ended(&self, id: u64) -> bool {
+        let t = &self.tenures[&id];
+        match &t.uuid {
+            Some(u) => self
+                .tenures
+                .values()
+                .rev()
+                .find(|x| x.uuid.as_ref() == Some(u))
+                .map_or(true, |x| x.ended),
+            None => t.ended,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -60,15 +137,18 @@ struct Dir {
     last_seen: When,
 }
 
-/// (device, tenure index on that device, inode)
-type Key = (String, usize, Option<u64>);
+/// (device, tenure id on that device, inode)
+type Key = (String, u64, Option<u64>);
+
+/// Device names tracked at most (a log naming more is not from one node's block devices).
+pub const MAX_DEVICES: usize = 1024;
 
 /// The streaming fold. Feed it every line ([`Fold::push`]), then [`Fold::finish`].
 #[derive(Debug)]
 pub struct Fold {
     origin: Origin,
     window: Option<Window>,
-    tenures: HashMap<String, Vec<Tenure>>,
+    devices: HashMap<String, DeviceLog>,
     dirs: BTreeMap<Key, Dir>,
     /// The companion line names no inode: it belongs to the last index-full line on its
     /// device (`None` when that one fell outside the window).
@@ -82,7 +162,7 @@ impl Fold {
         Fold {
             origin,
             window,
-            tenures: HashMap::new(),
+            devices: HashMap::new(),
             dirs: BTreeMap::new(),
             last_on_device: HashMap::new(),
             untracked: 0,
@@ -109,7 +189,12 @@ impl Fold {
                     Some(w) => w.admits(line.stamp(), self.origin)?,
                     None => true,
                 };
-                let key = recent.then(|| (device.clone(), self.current_tenure(&device), inode));
+                let key = if recent {
+                    self.device(&device)
+                        .map(|d| (device.clone(), d.for_warning(), inode))
+                } else {
+                    None
+                };
                 let key = key.filter(|k| {
                     let room = self.dirs.len() < MAX_DIRECTORIES || self.dirs.contains_key(k);
                     self.untracked += u64::from(!room);
@@ -117,6 +202,10 @@ impl Fold {
                 });
                 if let Some(key) = &key {
                     let order = self.dirs.len();
+                    if !self.dirs.contains_key(key) {
+                        let log = self.devices.get_mut(&key.0).expect("tracked device");
+                        log.tenures.get_mut(&key.1).expect("current tenure").dirs += 1;
+                    }
                     let d = self.dirs.entry(key.clone()).or_insert_with(|| Dir {
                         order,
                         count: 0,
@@ -147,34 +236,29 @@ impl Fold {
         Ok(())
     }
 
-    /// The tenure a warning on `device` belongs to: the current one, or a new one when the
-    /// current one has ended (the mount line of what came next is not in the log).
-    fn current_tenure(&mut self, device: &str) -> usize {
-        let t = self.tenures.entry(device.to_string()).or_default();
-        if t.last().map_or(true, |x| x.ended) {
-            t.push(Tenure::default());
+    /// The log of `device`, unless [`MAX_DEVICES`] are tracked already.
+    fn device(&mut self, device: &str) -> Option<&mut DeviceLog> {
+        if !self.devices.contains_key(device) {
+            if self.devices.len() >= MAX_DEVICES {
+                self.untracked += 1;
+                return None;
+            }
+            self.devices
+                .insert(device.to_string(), DeviceLog::default());
         }
-        t.len() - 1
+        self.devices.get_mut(device)
     }
 
     fn mount_event(&mut self, event: MountEvent) {
         match event {
             MountEvent::Mounted { device, uuid } => {
-                let t = self.tenures.entry(device).or_default();
-                if let Some(cur) = t.last_mut() {
-                    cur.ended = true;
+                if let Some(d) = self.device(&device) {
+                    d.start(uuid);
                 }
-                t.push(Tenure { uuid, ended: false });
             }
             MountEvent::Unmounted { device, uuid } => {
-                let t = self.tenures.entry(device).or_default();
-                match t.last_mut() {
-                    // The mount line scrolled out (or predates 6.3): the unmount names it.
-                    Some(cur) if !cur.ended && (cur.uuid.is_none() || cur.uuid == uuid) => {
-                        cur.uuid = cur.uuid.take().or(uuid);
-                        cur.ended = true;
-                    }
-                    _ => t.push(Tenure { uuid, ended: true }),
+                if let Some(d) = self.device(&device) {
+                    d.unmounted(uuid);
                 }
             }
         }
@@ -187,14 +271,9 @@ impl Fold {
         let mut dirs: Vec<(Key, Dir)> = self.dirs.into_iter().collect();
         dirs.sort_by_key(|(_, d)| d.order);
         for ((device, tenure, inode), d) in dirs {
-            let tenures = &self.tenures[&device];
-            let uuid = tenures[tenure].uuid.clone();
-            // Its latest tenure on the device tells whether the log shows it still there.
-            let ended = match &uuid {
-                Some(u) => tenures.iter().rev().find(|t| t.uuid.as_ref() == Some(u)),
-                None => Some(&tenures[tenure]),
-            }
-            .map_or(true, |t| t.ended);
+            let log = &self.devices[&device];
+            let uuid = log.tenures[&tenure].uuid.clone();
+            let ended = log.ended(tenure);
             let name = match &uuid {
                 Some(u) => FsName::Uuid(u.clone()),
                 None => FsName::Tenure(tenure),
@@ -244,7 +323,7 @@ impl Fold {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum FsName {
     Uuid(String),
-    Tenure(usize),
+    Tenure(u64),
 }
 
 #[cfg(test)]
@@ -364,6 +443,20 @@ mod tests {
             f.push(&l).unwrap();
         }
         assert_eq!(f.untracked, 5);
+        // Mounts and unmounts without warnings leave nothing behind.
+        for _ in 0..1000 {
+            for l in [
+                "[ 2.0] EXT4-fs (loop0): mounted filesystem a4c5c1b7-7e97-4a27-9dcb-f5bdd8249873 r/w without journal. Quota mode: none.",
+                "[ 3.0] EXT4-fs (loop0): unmounting filesystem a4c5c1b7-7e97-4a27-9dcb-f5bdd8249873.",
+            ] {
+                f.push(&kernel_log::parse_line(l)).unwrap();
+            }
+        }
+        assert_eq!(
+            f.devices["loop0"].tenures.len(),
+            1,
+            "the one with directories"
+        );
         assert_eq!(f.finish().len(), MAX_DIRECTORIES);
     }
 }
