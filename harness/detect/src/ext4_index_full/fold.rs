@@ -118,7 +118,7 @@ impl DeviceLog {
                 .values()
                 .rev()
                 .find(|x| x.uuid.as_ref() == Some(u))
-                .map_or(true, |x| x.ended),
+                .is_none_or(|x| x.ended),
             None => t.ended,
         }
     }
