@@ -71,7 +71,10 @@ fn list_json_names_every_scenario_with_runnability() {
 
 #[test]
 fn ext4_index_full_finds_the_directory_in_saved_kernel_logs() {
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/ext4/");
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../detect/tests/fixtures/ext4/"
+    );
     for capture in [
         "kmsg-dmesg.txt",
         "kmsg-dmesg-T.txt",
