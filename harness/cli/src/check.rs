@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use faultline_detect::kernel_log::{self, Spool};
 use faultline_detect::{CheckInput, Detector, DetectorReport, Finding};
 use serde_json::json;
 
@@ -21,9 +22,14 @@ pub struct Args {
     /// Print `{"findings": [...], "detectors": [...]}` as JSON.
     #[arg(long)]
     json: bool,
-    /// Read a saved kernel log (dmesg, dmesg -T, journalctl -k) instead of /dev/kmsg.
+    /// Read a saved kernel log (dmesg, dmesg -T, journalctl -k) instead of /dev/kmsg; `-` (or a
+    /// pipe, `<(journalctl -k)`) is read as a stream.
     #[arg(long, value_name = "FILE")]
     kmsg_file: Option<PathBuf>,
+    /// Only kernel-log lines from the last DURATION count (30s, 5m, 2h, 1d), where the log
+    /// carries times.
+    #[arg(long, value_name = "DURATION", value_parser = kernel_log::parse_duration)]
+    since: Option<std::time::Duration>,
     /// A directory to examine (repeatable): htree-capacity measures its index; busy-binary
     /// also reports processes whose binary there was replaced; dead-fuse looks only at FUSE
     /// mounts under it.
@@ -55,8 +61,8 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
         })
         .collect::<Result<_, _>>()?;
     if let Some(f) = &args.kmsg_file {
-        if !f.is_file() {
-            return fail_usage(format!("--kmsg-file {}: no such file", f.display()));
+        if let Err(why) = kernel_log::check_capture_path(f) {
+            return fail_usage(format!("--kmsg-file {}: {why}", f.display()));
         }
     }
     for p in &args.path {
@@ -64,13 +70,28 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
             return fail_usage(format!("--path {}: not a directory", p.display()));
         }
     }
-    let input = CheckInput {
+    let mut input = CheckInput {
         kmsg_file: args.kmsg_file.clone(),
+        since: args.since,
         paths: args.path.clone(),
         ..CheckInput::default()
     };
     let explicit = !named.is_empty();
     let chosen = if explicit { named } else { all };
+    // A stream can be read once: copy it when more than one detector reads it.
+    let _spool = match &input.kmsg_file {
+        Some(f)
+            if kernel_log::is_stream(f)
+                && chosen.iter().filter(|d| d.reads_kernel_log()).count() > 1 =>
+        {
+            let spool = Spool::copy(f).map_err(|e| {
+                UsageError(format!("--kmsg-file {}: failed to read: {e}", f.display()))
+            })?;
+            input.kmsg_file = Some(spool.path());
+            Some(spool)
+        }
+        _ => None,
+    };
 
     let mut outcomes = Vec::new();
     for d in chosen {
@@ -127,12 +148,14 @@ fn print_json(findings: &[&Finding], outcomes: &[(&str, Outcome)]) {
                 "findings": r.findings.len(),
                 "partial": true,
                 "unreadable": r.unreadable,
+                "measurements": r.measurements,
             }),
             Outcome::Ran(r) => json!({
                 "name": name,
                 "ran": true,
                 "findings": r.findings.len(),
                 "partial": false,
+                "measurements": r.measurements,
             }),
         })
         .collect();
@@ -143,6 +166,11 @@ fn print_json(findings: &[&Finding], outcomes: &[(&str, Outcome)]) {
 /// The answer on stdout (findings, or that there are none, and what could not be looked at);
 /// detectors that failed or did not run on stderr, one line each.
 fn print_text(findings: &[&Finding], outcomes: &[(&str, Outcome)], incomplete: bool) {
+    for (_, o) in outcomes {
+        if let Outcome::Ran(r) = o {
+            print!("{}", measurement_lines(&r.measurements));
+        }
+    }
     if !findings.is_empty() {
         let owned: Vec<Finding> = findings.iter().map(|f| (*f).clone()).collect();
         print!("{}", faultline_core::output::text::findings(&owned));
@@ -162,6 +190,20 @@ fn print_text(findings: &[&Finding], outcomes: &[(&str, Outcome)], incomplete: b
             Outcome::NotRun(reason) => eprintln!("faultline: {name} not run: {reason}"),
         }
     }
+}
+
+/// What detectors measured, in the findings' layout with `info` for a severity: shown, never
+/// a problem.
+fn measurement_lines(measurements: &[faultline_detect::Measurement]) -> String {
+    measurements
+        .iter()
+        .map(|m| {
+            format!(
+                "{:8} {:16} {}\n         {}\n",
+                "info", m.detector, m.subject, m.summary
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -20,8 +20,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::finding::{Finding, Severity};
+use crate::report::Measurement;
+use crate::DetectorReport;
 use crate::{CheckInput, DetectError, Detector};
 use faultline_sys::ext4::{DxRoot, Ext4Error, HtreeLimits, Superblock};
+use faultline_sys::shell;
 
 pub const NAME: &str = "htree-capacity";
 pub const WARN_PERCENT: f64 = 75.0;
@@ -47,25 +50,19 @@ impl Detector for HtreeCapacity {
         Ok(())
     }
 
-    fn check(&self, input: &CheckInput) -> Result<crate::DetectorReport, DetectError> {
+    /// Every directory's fill is shown, healthy or not: a measurement for each, and a finding
+    /// for those past [`WARN_PERCENT`].
+    fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError> {
         if input.paths.is_empty() {
             return Err(DetectError::Usage("htree-capacity needs --path DIR".into()));
         }
-        let mut out = Vec::new();
+        let mut out = DetectorReport::default();
         for path in &input.paths {
             let usage = assess(path)?;
-            tracing::info!(
-                path = %path.display(),
-                "htree index {:.1}% used ({} of ~{} directory blocks, {} levels max, large_dir {})",
-                usage.percent_used,
-                usage.dir_blocks,
-                usage.expected_blocks_when_full,
-                usage.max_levels,
-                if usage.large_dir { "on" } else { "off" }
-            );
-            out.extend(usage.finding());
+            out.measurements.push(usage.measurement());
+            out.findings.extend(usage.finding());
         }
-        Ok(out.into())
+        Ok(out)
     }
 }
 
@@ -100,6 +97,40 @@ pub struct HtreeUsage {
 }
 
 impl HtreeUsage {
+    /// Whether the index is full now: creates whose name hashes into a full leaf already
+    /// fail.
+    pub fn is_full(&self) -> bool {
+        self.percent_used >= 100.0
+    }
+
+    /// `htree index 0.2% used (399 of ~179227 directory blocks, 2-level limit, large_dir off;
+    /// root index 3/123 slots used at depth 2)`.
+    pub fn summary(&self) -> String {
+        let root = match (self.root_count, self.root_limit, self.indirect_levels) {
+            (Some(c), Some(l), Some(i)) => {
+                format!("; root index {c}/{l} slots used at depth {}", i as u32 + 1)
+            }
+            _ => String::new(),
+        };
+        format!(
+            "htree index {:.1}% used ({} of ~{} directory blocks, {}-level limit, large_dir {}{root})",
+            self.percent_used,
+            self.dir_blocks,
+            self.expected_blocks_when_full,
+            self.max_levels,
+            if self.large_dir { "on" } else { "off" },
+        )
+    }
+
+    pub fn measurement(&self) -> Measurement {
+        Measurement {
+            detector: NAME.to_string(),
+            subject: self.path.display().to_string(),
+            summary: self.summary(),
+            values: serde_json::to_value(self).unwrap_or(json!(null)),
+        }
+    }
+
     pub fn finding(&self) -> Option<Finding> {
         let severity = if self.percent_used >= CRITICAL_PERCENT {
             Severity::Critical
@@ -109,26 +140,23 @@ impl HtreeUsage {
             return None;
         };
         let subject = self.path.display().to_string();
-        let root = match (self.root_count, self.root_limit, self.indirect_levels) {
-            (Some(c), Some(l), Some(i)) => {
-                format!("; root index {c}/{l} slots used at depth {}", i as u32 + 1)
-            }
-            _ => String::new(),
+        let consequence = if self.is_full() {
+            "the index is full: creates fail now with ENOSPC (those whose name hashes into a full leaf) while blocks and inodes are free"
+        } else {
+            "creates will start failing with ENOSPC when it is full"
         };
         let message = format!(
-            "ext4 directory {subject} has used {:.0}% of its htree index ({} of ~{} directory blocks, {}-level limit, large_dir {}{root}): creates will start failing with ENOSPC",
-            self.percent_used,
-            self.dir_blocks,
-            self.expected_blocks_when_full,
-            self.max_levels,
-            if self.large_dir { "on" } else { "off" },
+            "ext4 directory {subject}: {}: {consequence}",
+            self.summary()
         );
+        let device = self.device.to_string_lossy();
+        let rebuild = shell::join(["e2fsck", "-fD", &device]);
         let remedy = if self.large_dir {
-            "spread the files over subdirectories; after deleting files, rebuild the index offline with `e2fsck -fD`".to_string()
+            format!("spread the files over subdirectories; after deleting files, rebuild the index offline, unmounted, with `{rebuild}`")
         } else {
             format!(
-                "spread the files over subdirectories, or enable large_dir (`tune2fs -O large_dir {}`; needs Linux >= 4.13, and older kernels and boot loaders can no longer read the file system); the index does not shrink when files are deleted: rebuild it offline with `e2fsck -fD`",
-                self.device.display()
+                "spread the files over subdirectories, or enable large_dir (`{}`; needs Linux >= 4.13, and older kernels and boot loaders can no longer read the file system); the index does not shrink when files are deleted: rebuild it offline, unmounted, with `{rebuild}`",
+                shell::join(["tune2fs", "-O", "large_dir", &device])
             )
         };
         Some(
@@ -347,9 +375,8 @@ mod tests {
         assert!(matches!(assess(file.path()), Err(DetectError::Usage(_))));
     }
 
-    #[test]
-    fn severity_thresholds() {
-        let mut u = HtreeUsage {
+    fn usage(percent_used: f64) -> HtreeUsage {
+        HtreeUsage {
             path: "/d".into(),
             device: "/dev/loop0".into(),
             block_size: 1024,
@@ -367,12 +394,62 @@ mod tests {
             indirect_levels: None,
             root_error: None,
             superblock: "read from /dev/loop0".into(),
-            percent_used: 74.9,
-        };
+            percent_used,
+        }
+    }
+
+    #[test]
+    fn severity_thresholds() {
+        assert!(usage(74.9).finding().is_none());
+        assert_eq!(usage(75.0).finding().unwrap().severity, Severity::Warning);
+        assert_eq!(usage(95.0).finding().unwrap().severity, Severity::Critical);
+    }
+
+    /// A full index (the root's slots all used at the maximum depth) fails creates already.
+    #[test]
+    fn a_full_index_fails_now_a_nearly_full_one_will() {
+        let full = usage(100.0).finding().unwrap();
+        assert!(
+            full.message.contains("creates fail now"),
+            "{}",
+            full.message
+        );
+        assert!(
+            !full.message.contains("will start failing"),
+            "{}",
+            full.message
+        );
+        let near = usage(96.0).finding().unwrap();
+        assert!(
+            near.message.contains("will start failing"),
+            "{}",
+            near.message
+        );
+    }
+
+    #[test]
+    fn a_healthy_directory_is_measured_not_reported() {
+        let u = usage(0.2);
         assert!(u.finding().is_none());
-        u.percent_used = 75.0;
-        assert_eq!(u.finding().unwrap().severity, Severity::Warning);
-        u.percent_used = 95.0;
-        assert_eq!(u.finding().unwrap().severity, Severity::Critical);
+        let m = u.measurement();
+        assert_eq!(m.subject, "/d");
+        assert!(
+            m.summary.starts_with("htree index 0.2% used (0 of ~10742"),
+            "{}",
+            m.summary
+        );
+        assert_eq!(m.values["percent_used"], 0.2);
+    }
+
+    #[test]
+    fn the_device_in_the_remedy_is_one_shell_word() {
+        let mut u = usage(99.0);
+        u.device = "/dev/md10 ; rm -rf /".into();
+        let r = u.finding().unwrap().remedy;
+        assert!(
+            r.contains("`tune2fs -O large_dir '/dev/md10 ; rm -rf /'`"),
+            "{r}"
+        );
+        assert!(r.contains("`e2fsck -fD '/dev/md10 ; rm -rf /'`"), "{r}");
     }
 }

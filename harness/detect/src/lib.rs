@@ -10,6 +10,7 @@ pub mod nfs_lock_manager;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use faultline_sys::proc::{Gaps, Snapshot, SnapshotError};
 
@@ -20,6 +21,10 @@ pub mod finding;
 
 pub use finding::{Finding, Severity};
 
+pub mod report;
+
+pub use report::Measurement;
+
 pub mod busy_binary;
 pub mod dead_fuse;
 pub mod stale_bind;
@@ -27,8 +32,11 @@ pub mod stale_bind;
 /// What `faultline check` hands every detector.
 #[derive(Debug, Clone)]
 pub struct CheckInput {
-    /// A saved kernel log (`dmesg`, `dmesg -T`, `journalctl -k`) instead of live /dev/kmsg.
+    /// A saved kernel log (`dmesg`, `dmesg -T`, `journalctl -k`) instead of live /dev/kmsg;
+    /// `-` is standard input, and pipes are read as streams.
     pub kmsg_file: Option<PathBuf>,
+    /// `--since`: only kernel-log lines this recent count (where the log carries times).
+    pub since: Option<Duration>,
     /// Directories named with `--path`.
     pub paths: Vec<PathBuf>,
     /// Where procfs is mounted (tests point it elsewhere only for unit-level parsing).
@@ -41,6 +49,7 @@ impl Default for CheckInput {
     fn default() -> Self {
         CheckInput {
             kmsg_file: None,
+            since: None,
             paths: Vec::new(),
             proc_root: PathBuf::from("/proc"),
             processes: OnceLock::new(),
@@ -67,6 +76,8 @@ pub struct DetectorReport {
     /// (/proc/PID/ns/mnt) of 37 of 212 processes: permission denied (run as root)"). Not
     /// empty means the answer is partial: no finding there is not "nothing wrong".
     pub unreadable: Vec<String>,
+    /// Figures measured on the way (`htree-capacity`'s fill of a healthy directory).
+    pub measurements: Vec<Measurement>,
 }
 
 impl DetectorReport {
@@ -75,6 +86,7 @@ impl DetectorReport {
         DetectorReport {
             findings,
             unreadable: Vec::new(),
+            measurements: Vec::new(),
         }
     }
 
@@ -83,6 +95,7 @@ impl DetectorReport {
         DetectorReport {
             findings,
             unreadable: gaps.messages(),
+            measurements: Vec::new(),
         }
     }
 
@@ -131,8 +144,14 @@ pub trait Detector: Sync {
     }
     /// What the detector finds. A detector that could not read everything it should have
     /// (another user's processes, a kernel stack without root) says so in the report's
-    /// `unreadable`, and still returns what it found.
+    /// `unreadable`, and still returns what it found; what it measured on the way goes in
+    /// `measurements` (shown, never a problem).
     fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError>;
+    /// Whether this detector reads the kernel log (`check` copies a `--kmsg-file` stream once
+    /// when more than one does).
+    fn reads_kernel_log(&self) -> bool {
+        false
+    }
 }
 
 /// Every detector, in the order DESIGN.md lists them.

@@ -146,12 +146,25 @@ impl KmsgCursor {
         &self.marker
     }
 
-    /// Every record since the marker, reading whatever arrived since the last call.
+    /// Every record since the marker, reading whatever arrived since the last call (the
+    /// cursor keeps them: a scenario reads its records more than once).
     pub fn read_new(&mut self) -> io::Result<Vec<KmsgRecord>> {
+        let mut new = Vec::new();
+        self.for_each_new(|rec| new.push(rec))?;
+        self.records.extend(new);
+        Ok(self.records.clone())
+    }
+
+    /// Hands `f` each record since the marker that arrived since the last call, keeping none:
+    /// memory stays flat however long the log is.
+    pub fn for_each_new(&mut self, mut f: impl FnMut(KmsgRecord)) -> io::Result<()> {
+        // Each read(2) of /dev/kmsg returns exactly one record; the kernel refuses (EINVAL)
+        // a buffer too small for it (Documentation/ABI/testing/dev-kmsg), and it formats a
+        // record into at most CONSOLE_EXT_LOG_MAX (8 KiB) bytes (kernel/printk/printk.c).
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match self.file.read(&mut buf) {
-                Ok(0) => break,
+                Ok(0) => return Ok(()),
                 Ok(n) => {
                     let raw = String::from_utf8_lossy(&buf[..n]);
                     let Some(rec) = KmsgRecord::parse(&raw) else {
@@ -163,17 +176,25 @@ impl KmsgCursor {
                         }
                         continue;
                     }
-                    self.records.push(rec);
+                    f(rec);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 // EPIPE: records were overwritten before we read them; the next read resumes.
                 Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.records.clone())
     }
+}
+
+/// Now, on the clock /dev/kmsg stamps its records with: time since boot, as CLOCK_MONOTONIC
+/// counts it (printk's local_clock(); journald files these stamps as the record's
+/// `_SOURCE_MONOTONIC_TIMESTAMP`, systemd src/journal/journald-kmsg.c).
+pub fn now_since_boot() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(std::time::Duration::from)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -216,6 +237,26 @@ mod tests {
         let a = alerts(&recs);
         assert_eq!(a.len(), 2);
         assert!(a[0].message.starts_with("WARNING: CPU:"));
+    }
+
+    #[test]
+    fn streams_the_live_log_from_its_start() {
+        // Needs read access to /dev/kmsg (root or CAP_SYSLOG); the tests run as root.
+        let mut cursor = KmsgCursor::from_start().expect("open /dev/kmsg");
+        let mut seqs = Vec::new();
+        cursor.for_each_new(|r| seqs.push(r.seq)).unwrap();
+        assert!(!seqs.is_empty(), "the kernel log is never empty after boot");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "records come in order"
+        );
+        let last = seqs.last().copied().unwrap();
+        let mut again = 0;
+        cursor
+            .for_each_new(|r| again += usize::from(r.seq <= last))
+            .unwrap();
+        assert_eq!(again, 0, "a second call returns only what arrived since");
+        assert!(now_since_boot().as_secs() > 0);
     }
 
     #[test]

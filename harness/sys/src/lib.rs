@@ -15,6 +15,7 @@ pub mod path;
 pub mod portmap;
 pub mod proc;
 pub mod process;
+pub mod shell;
 pub mod statx;
 pub mod wait;
 

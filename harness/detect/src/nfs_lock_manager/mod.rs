@@ -54,8 +54,14 @@ pub struct Observations {
 
 /// Everything the detector looks at, read live.
 pub fn observe(input: &CheckInput) -> Result<Observations, DetectError> {
-    let log = match kernel_log::load(input) {
-        Ok(lines) => lockd_lines(&lines),
+    // Streamed: only lockd's lines are kept, whatever the size of the log.
+    let mut kept = Vec::new();
+    let read = kernel_log::for_each(input, |line| {
+        kept.extend(lockd_lines(std::slice::from_ref(&line)));
+        Ok(())
+    });
+    let log = match read {
+        Ok(()) => kept,
         // Without the kernel log the other signals still stand; a named file must exist.
         Err(e) if input.kmsg_file.is_none() => {
             tracing::debug!("nfs-lock-manager: no kernel log: {e}");
@@ -104,6 +110,10 @@ impl Detector for NfsLockManager {
     fn check(&self, input: &CheckInput) -> Result<DetectorReport, DetectError> {
         let o = observe(input)?;
         Ok(DetectorReport::new(judge(&o), &o.gaps))
+    }
+
+    fn reads_kernel_log(&self) -> bool {
+        true
     }
 }
 

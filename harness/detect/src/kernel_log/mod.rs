@@ -6,12 +6,21 @@
 //! Hand-written: no maintained crate parses these capture formats; `rmesg` reads only the live
 //! buffer. Detectors match on the message text, so a prefix this parser does not know only
 //! costs the timestamp, never the finding.
+//!
+//! Logs are read as streams ([`for_each`]): a 200 MB capture or a pipe from `dmesg` costs one
+//! line of memory at a time.
+
+mod source;
+pub mod time;
 
 use std::io;
 use std::path::Path;
 
 use crate::{CheckInput, DetectError};
 use faultline_sys::kmsg::{KmsgCursor, KmsgRecord};
+
+pub use source::{check_capture_path, is_stdin, is_stream, Spool, MAX_LINE};
+pub use time::{parse_duration, Stamp, Window};
 
 /// One kernel message with the time it carried in its source, as written there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,24 +30,109 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// The kernel log named by `input`: the capture file if given, else live /dev/kmsg.
-pub fn load(input: &CheckInput) -> Result<Vec<LogLine>, DetectError> {
-    match &input.kmsg_file {
-        Some(path) => read_capture(path),
-        None => read_live().map_err(|source| DetectError::Read {
-            what: "/dev/kmsg (the kernel log; needs root or CAP_SYSLOG, or pass --kmsg-file)"
-                .into(),
-            source,
-        }),
+impl LogLine {
+    /// [`LogLine::when`] as a point in time, when its format is known.
+    pub fn stamp(&self) -> Option<Stamp> {
+        self.when.as_deref().and_then(time::parse_stamp)
     }
 }
 
-pub fn read_capture(path: &Path) -> Result<Vec<LogLine>, DetectError> {
-    let raw = std::fs::read(path).map_err(|source| DetectError::Read {
-        what: path.display().to_string(),
+/// Where lines come from: this boot's /dev/kmsg, or a capture from anywhere and any time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Live,
+    Capture,
+}
+
+impl Origin {
+    pub fn of(input: &CheckInput) -> Origin {
+        match input.kmsg_file {
+            Some(_) => Origin::Capture,
+            None => Origin::Live,
+        }
+    }
+}
+
+/// The `--since` window of `input`, if any, measured from now.
+pub fn window(input: &CheckInput) -> Option<Window> {
+    input.since.map(Window::new)
+}
+
+/// Hands `f` every line of the kernel log named by `input` (the capture file if given, else
+/// live /dev/kmsg from its oldest record), one at a time: nothing is kept, so memory stays
+/// flat whatever the size. `f` may stop the reading with an error.
+pub fn for_each(
+    input: &CheckInput,
+    mut f: impl FnMut(LogLine) -> Result<(), DetectError>,
+) -> Result<(), DetectError> {
+    let Some(path) = &input.kmsg_file else {
+        let mut failed = None;
+        let read = KmsgCursor::from_start().and_then(|mut cursor| {
+            cursor.for_each_new(|rec| {
+                if failed.is_none() {
+                    failed = f(from_record(&rec)).err();
+                }
+            })
+        });
+        read.map_err(|source| DetectError::Read {
+            what: "/dev/kmsg (the kernel log; needs root or CAP_SYSLOG, or pass --kmsg-file)"
+                .into(),
+            source,
+        })?;
+        return failed.map_or(Ok(()), Err);
+    };
+    let what = || {
+        if is_stdin(path) {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        }
+    };
+    let reader = source::open_capture(path).map_err(|source| DetectError::Read {
+        what: what(),
         source,
     })?;
-    Ok(parse_capture(&String::from_utf8_lossy(&raw)))
+    source::for_each_line(reader, |line| match capture_line(line) {
+        Some(l) => f(l).map_err(Reading::Stop),
+        None => Ok(()),
+    })
+    .map_err(|e| match e {
+        Reading::Io(source) => DetectError::Read {
+            what: what(),
+            source,
+        },
+        Reading::Stop(e) => e,
+    })
+}
+
+/// Why reading a capture stopped: the stream failed, or the consumer said stop.
+enum Reading {
+    Io(io::Error),
+    Stop(DetectError),
+}
+
+impl From<io::Error> for Reading {
+    fn from(e: io::Error) -> Self {
+        Reading::Io(e)
+    }
+}
+
+/// The kernel log named by `input`, every line in memory: for small logs and tests;
+/// detectors use [`for_each`].
+pub fn load(input: &CheckInput) -> Result<Vec<LogLine>, DetectError> {
+    let mut lines = Vec::new();
+    for_each(input, |l| {
+        lines.push(l);
+        Ok(())
+    })?;
+    Ok(lines)
+}
+
+pub fn read_capture(path: &Path) -> Result<Vec<LogLine>, DetectError> {
+    load(&CheckInput {
+        kmsg_file: Some(path.to_path_buf()),
+        ..CheckInput::default()
+    })
 }
 
 /// Every record still in the kernel's ring buffer.
@@ -57,13 +151,17 @@ pub fn from_records(records: &[KmsgRecord]) -> Vec<LogLine> {
     records.iter().map(from_record).collect()
 }
 
+/// One line of a capture, unless it carries no message: blank, or journalctl's
+/// `-- Boot 1a2b... --` and `-- No entries --` separators.
+fn capture_line(line: &str) -> Option<LogLine> {
+    if line.trim().is_empty() || (line.starts_with("-- ") && line.trim_end().ends_with("--")) {
+        return None;
+    }
+    Some(parse_line(line))
+}
+
 pub fn parse_capture(text: &str) -> Vec<LogLine> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        // journalctl's "-- Boot 1a2b... --" and "-- No entries --" separators.
-        .filter(|l| !(l.starts_with("-- ") && l.trim_end().ends_with("--")))
-        .map(parse_line)
-        .collect()
+    text.lines().filter_map(capture_line).collect()
 }
 
 pub fn parse_line(line: &str) -> LogLine {
