@@ -1,4 +1,5 @@
-//! The result document `run --json` prints, as fixed by DESIGN.md.
+//! The result document `run --json` prints (its shape is a contract: see the README's
+//! "Reading results").
 
 use serde::{Deserialize, Serialize};
 

@@ -154,7 +154,7 @@ pub trait Detector: Sync {
     }
 }
 
-/// Every detector, in the order DESIGN.md lists them.
+/// Every detector, in the order the README lists them.
 pub fn all() -> Vec<&'static dyn Detector> {
     vec![
         &busy_binary::BusyBinary,

@@ -182,7 +182,7 @@ pub struct Classification {
 }
 
 impl Classification {
-    /// The shape DESIGN.md and the scenario's `observed` use.
+    /// The shape the finding's evidence and the scenario's `observed` use.
     pub fn observed(&self) -> serde_json::Value {
         json!({
             "strategy": self.strategy,

@@ -1,7 +1,8 @@
 //! Unit tests of nfs-lock-manager on text captured for real: the guest's mountinfo line and
 //! kernel stacks of a task stuck in `flock()` (Debian 6.1.0-56 and 6.12.117 cloud kernels,
 //! saved from the nfs-flock-dead-statd scenario's report), this host's own stack for a task
-//! that is not in the NLM, and the kernel log lines of seed 002's node.
+//! that is not in the NLM, and the lockd kernel log lines quoted in Andrew Howden's public case
+//! study "Resolving frozen processes in kubernetes" (php-fpm on NFSv3 without rpc.statd).
 
 use super::*;
 use crate::finding::Severity;
