@@ -6,6 +6,7 @@
 //! scenarios dispatch [`ENTRIES`] (the guest's init, [`guest::ENTRY`]) so the guest's init is
 //! the same executable. [`VmBackend`] is this crate's side of `faultline_core::backend`.
 
+pub mod accel;
 pub mod backend;
 
 pub mod cpio;
