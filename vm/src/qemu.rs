@@ -139,18 +139,7 @@ impl Boot<'_> {
         if !qemu_available() {
             return Err(BootError::NoQemu);
         }
-        let console = self.dir.join("console.log");
-        let report = self.dir.join("report.txt");
-        std::fs::create_dir_all(self.dir).map_err(|source| BootError::Files {
-            path: self.dir.to_path_buf(),
-            source,
-        })?;
-        for f in [&console, &report] {
-            std::fs::write(f, b"").map_err(|source| BootError::Files {
-                path: f.clone(),
-                source,
-            })?;
-        }
+        let (console, report) = self.fresh_files()?;
         let mut cmd = self.command(&console, &report);
         tracing::debug!("booting: {cmd:?}");
         let start = Instant::now();
@@ -196,28 +185,13 @@ impl Boot<'_> {
             match qemu.try_wait() {
                 Ok(Some(status)) => {
                     watch.poll();
-                    let mut stderr = String::new();
-                    if let Some(mut e) = qemu.child_mut().and_then(|c| c.stderr.take()) {
-                        let _ = e.read_to_string(&mut stderr);
-                    }
-                    // A late report (written just before exit) still counts.
-                    let report_text = std::fs::read_to_string(&report).unwrap_or_default();
-                    if let Some(Ok(r)) = unframe(&report_text) {
-                        return Ok(BootOutcome {
-                            report: Some(r),
-                            to_init: to_init.unwrap_or_default(),
-                            total: start.elapsed(),
-                            console,
-                        });
-                    }
-                    let mut t = tail(&console);
-                    if !stderr.trim().is_empty() {
-                        t.push_str(&format!("\nqemu stderr: {}", stderr.trim()));
-                    }
-                    return Err(BootError::NoReport {
-                        status: status.to_string(),
-                        tail: t,
-                    });
+                    let outcome = BootOutcome {
+                        report: None,
+                        to_init: to_init.unwrap_or_default(),
+                        total: start.elapsed(),
+                        console,
+                    };
+                    return exited(&mut qemu, status, &report, outcome);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(BootError::Spawn(e)),
@@ -243,6 +217,50 @@ impl Boot<'_> {
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
+
+    /// An empty console log and report file in the boot's directory.
+    fn fresh_files(&self) -> Result<(PathBuf, PathBuf), BootError> {
+        let console = self.dir.join("console.log");
+        let report = self.dir.join("report.txt");
+        std::fs::create_dir_all(self.dir).map_err(|source| BootError::Files {
+            path: self.dir.to_path_buf(),
+            source,
+        })?;
+        for f in [&console, &report] {
+            std::fs::write(f, b"").map_err(|source| BootError::Files {
+                path: f.clone(),
+                source,
+            })?;
+        }
+        Ok((console, report))
+    }
+}
+
+/// qemu exited on its own: a report written just before exit still counts; otherwise the
+/// error carries the console's tail and qemu's stderr.
+fn exited(
+    qemu: &mut ChildGroup,
+    status: std::process::ExitStatus,
+    report: &Path,
+    mut outcome: BootOutcome,
+) -> Result<BootOutcome, BootError> {
+    let mut stderr = String::new();
+    if let Some(mut e) = qemu.child_mut().and_then(|c| c.stderr.take()) {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let report_text = std::fs::read_to_string(report).unwrap_or_default();
+    if let Some(Ok(r)) = unframe(&report_text) {
+        outcome.report = Some(r);
+        return Ok(outcome);
+    }
+    let mut t = tail(&outcome.console);
+    if !stderr.trim().is_empty() {
+        t.push_str(&format!("\nqemu stderr: {}", stderr.trim()));
+    }
+    Err(BootError::NoReport {
+        status: status.to_string(),
+        tail: t,
+    })
 }
 
 /// Reads what qemu appended to the console file since the last poll.
