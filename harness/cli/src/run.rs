@@ -238,9 +238,18 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
     Ok(report::finish(&reports, args.json, junit))
 }
 
-/// `runtime-2-debian,oci=crun`: a directory name for the `i`th runtime's artifacts.
+/// `runtime-2-debian_oci_crun`: a directory name for the `i`th runtime's artifacts. Letters,
+/// digits, `.`, `-` and `_` only: the VM's console path goes inside qemu's options, where a
+/// `,` separates options.
 fn runtime_dir(i: usize, spec: &str) -> String {
-    format!("runtime-{}-{}", i + 1, spec.replace('/', "_"))
+    let name: String = spec
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("runtime-{}-{name}", i + 1)
 }
 
 /// Progress lines on stderr (the table or JSON goes to stdout), and where the artifacts of a
@@ -279,4 +288,22 @@ pub fn options_help() -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_directories_are_plain_names() {
+        assert_eq!(runtime_dir(0, "system"), "runtime-1-system");
+        assert_eq!(
+            runtime_dir(1, "system,oci=/usr/bin/crun"),
+            "runtime-2-system_oci__usr_bin_crun"
+        );
+        assert_eq!(
+            runtime_dir(2, "debian:containerd=1.6.20~ds1-1+deb12u2"),
+            "runtime-3-debian_containerd_1.6.20_ds1-1_deb12u2"
+        );
+    }
 }

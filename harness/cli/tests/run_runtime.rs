@@ -178,3 +178,45 @@ fn compare_markdown_prints_the_matrix_as_a_table() {
     let out = faultline(&["compare", "--markdown", "--json", a, b]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_vm_guest_runs_on_the_runtime_under_test() {
+    common::require(&[
+        Requirement::Root,
+        Requirement::binary("qemu-system-x86_64", "qemu-system-x86"),
+    ]);
+    let artifacts = tempfile::tempdir().unwrap();
+    let out = faultline(&[
+        "run",
+        "--vm",
+        "--kernel",
+        "debian:6.1",
+        "--runtime",
+        "system",
+        "--runtime",
+        "system,oci=crun",
+        "--artifacts",
+        artifacts.path().to_str().unwrap(),
+        "--json",
+        "hostpath-rename",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    // The guest's own report, which names the runtime it was handed.
+    for (run, oci) in runs.iter().zip(["runc version", "crun version"]) {
+        assert_eq!(run["backend"], "vm", "{run}");
+        assert!(run["kernel"].as_str().unwrap().starts_with("6.1."), "{run}");
+        assert!(
+            run["runtime"]["oci"].as_str().unwrap().starts_with(oci),
+            "{run}"
+        );
+        assert_eq!(run["scenarios"][0]["status"], "pass", "{run}");
+    }
+    // Each runtime's console log in a directory of its own (a `,` would break qemu's options).
+    for dir in ["runtime-1-system", "runtime-2-system_oci_crun"] {
+        let log = artifacts.path().join(dir).join("vm/debian-6.1/console.log");
+        assert!(log.is_file(), "{}: {stderr}", log.display());
+    }
+}
