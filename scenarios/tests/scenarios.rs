@@ -5,8 +5,12 @@
 //! kernel log, and their timing assertions need the machine's cores.
 
 use faultline_core::backend::{needs_vm, Backend, NamespaceBackend};
+use std::sync::OnceLock;
+
 use faultline_core::runner::RunOptions;
+use faultline_core::runtime_under_test::RuntimeUnderTest;
 use faultline_core::{Scenario, ScenarioResult, Status};
+use faultline_runtime::select;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() {
@@ -26,8 +30,13 @@ fn main() {
         .into_iter()
         .map(|s| {
             Trial::ignorable_test(s.name(), move || {
+                let runtime = match s.uses_runtime().then(runtime_under_test).transpose() {
+                    Ok(r) => r,
+                    Err(e) => return Err(Failed::from(e)),
+                };
                 let opts = RunOptions {
                     log: std::env::var("FAULTLINE_LOG").unwrap_or_else(|_| "warn".into()),
+                    runtime,
                     ..RunOptions::default()
                 };
                 let r = match backend_for(s) {
@@ -57,6 +66,24 @@ fn main() {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// The runtime the runtime scenarios drive, as `faultline run` picks it: the spec in
+/// `FAULTLINE_TEST_RUNTIME`, else `system` where containerd is on PATH, else `debian`
+/// (fetched into the cache on first use). Resolved once for the whole harness.
+fn runtime_under_test() -> Result<RuntimeUnderTest, String> {
+    static RESOLVED: OnceLock<Result<RuntimeUnderTest, String>> = OnceLock::new();
+    RESOLVED
+        .get_or_init(|| {
+            let spec = match std::env::var("FAULTLINE_TEST_RUNTIME") {
+                Ok(text) => select::RuntimeSpec::parse(&text)
+                    .map_err(|e| format!("FAULTLINE_TEST_RUNTIME: {e}"))?,
+                Err(_) => select::default_spec(),
+            };
+            select::resolve(&spec, &mut |line| eprintln!("{line}"))
+                .map_err(|e| faultline_sys::error_chain(&e))
+        })
+        .clone()
 }
 
 /// A VM-only scenario boots one guest kernel (`FAULTLINE_TEST_KERNEL`, default

@@ -1,57 +1,28 @@
-//! Debian kernels for the guest: the package is resolved from the local apt lists, fetched
-//! with `apt-get download` and unpacked with `dpkg-deb -x` into a cache directory. Never
-//! installed on the host. Idempotent and safe to run concurrently: a lock file serialises
-//! fetchers and a stamp marks a complete unpack.
+//! Debian kernels for the guest: the package is resolved from the local apt lists, then
+//! fetched and unpacked into faultline's cache by `faultline_sys::debian` (as containerd and
+//! runc are for `--runtime debian`). Never installed on the host.
 
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use nix::fcntl::{Flock, FlockArg};
+use faultline_sys::debian::{self, AptError};
 
 use crate::kernel::{GuestKernel, KernelError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("failed to create the kernel cache {dir}")]
-    Cache {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to lock the kernel cache {path}")]
-    Lock {
-        path: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("failed to run {program}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{program} failed: {stderr}")]
-    Tool { program: String, stderr: String },
+    #[error(transparent)]
+    Apt(#[from] AptError),
     #[error("no Debian cloud kernel {series} (linux-image-{series}*-cloud-amd64) in the apt lists; {offered}")]
     NoPackage { series: String, offered: String },
     #[error("the unpacked package {dir} has no boot/vmlinuz-*")]
-    NoImage { dir: PathBuf },
+    NoImage { dir: std::path::PathBuf },
     #[error(transparent)]
     Kernel(#[from] KernelError),
 }
 
-/// Where downloaded kernels live: `$FAULTLINE_CACHE`, else `$XDG_CACHE_HOME/faultline`,
-/// else `~/.cache/faultline`. Outside `target/` so that a fresh checkout reuses it.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FAULTLINE_CACHE") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("faultline");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/faultline")
+/// Where downloaded kernels (and runtimes) live; see [`debian::cache_dir`].
+pub fn cache_dir() -> std::path::PathBuf {
+    debian::cache_dir()
 }
 
 /// The newest `linux-image-<series>...-cloud-amd64` (the signed image package, which also
@@ -63,7 +34,7 @@ pub fn resolve_package(series: &str) -> Result<String, FetchError> {
         // Lists may be missing on a fresh machine or container: refresh them once. When they
         // name other series, a refresh would not add an old or unreleased one.
         tracing::info!("no Debian kernels in the apt lists; running apt-get update");
-        run("apt-get", &["update", "-qq"])?;
+        debian::update()?;
         names = cloud_images()?;
     }
     let mut matching: Vec<&String> = names
@@ -91,7 +62,7 @@ fn cloud_images() -> Result<Vec<String>, FetchError> {
     static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     if known.is_empty() {
-        let out = run(
+        let out = debian::query(
             "apt-cache",
             &[
                 "search",
@@ -178,102 +149,19 @@ fn version_key(name: &str) -> Vec<(u64, String)> {
 pub fn debian_kernel(series: &str) -> Result<GuestKernel, FetchError> {
     let package = resolve_package(series)?;
     let root = cache_dir().join("kernels");
-    std::fs::create_dir_all(&root).map_err(|source| FetchError::Cache {
-        dir: root.clone(),
-        source,
+    let dir = debian::Fetch {
+        root: &root,
+        package: &package,
+        version: None,
+        dir_name: &package,
+    }
+    .unpacked(&mut |dir| {
+        tracing::info!(
+            "fetching {package} from Debian's archive into {}",
+            dir.display()
+        )
     })?;
-    let dir = root.join(&package);
-    let stamp = dir.join(".complete");
-    if !stamp.exists() {
-        let _lock = lock(&root.join(".lock"))?;
-        // Another fetcher may have finished while we waited for the lock.
-        if !stamp.exists() {
-            tracing::info!(
-                "fetching {package} from Debian's archive into {}",
-                dir.display()
-            );
-            download_and_unpack(&package, &root, &dir)?;
-            File::create(&stamp).map_err(|source| FetchError::Cache {
-                dir: dir.clone(),
-                source,
-            })?;
-        }
-    }
     unpacked_kernel(&dir)
-}
-
-fn lock(path: &Path) -> Result<Flock<File>, FetchError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|source| FetchError::Cache {
-            dir: path.to_path_buf(),
-            source,
-        })?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, source)| FetchError::Lock {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn download_and_unpack(package: &str, root: &Path, dir: &Path) -> Result<(), FetchError> {
-    let debs = root.join("debs");
-    let partial = root.join(format!("{package}.partial"));
-    for d in [&debs, &partial] {
-        if d == &partial && d.exists() {
-            std::fs::remove_dir_all(d).map_err(|source| FetchError::Cache {
-                dir: d.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::create_dir_all(d).map_err(|source| FetchError::Cache {
-            dir: d.to_path_buf(),
-            source,
-        })?;
-    }
-    let existing = find_deb(&debs, package);
-    let deb = match existing {
-        Some(d) => d,
-        None => {
-            // apt-get download writes into the current directory; `_apt` cannot write into
-            // root's cache, so apt falls back to downloading as root, which is what we want.
-            let mut cmd = Command::new("apt-get");
-            cmd.args(["download", "-q", package]).current_dir(&debs);
-            run_cmd("apt-get download", &mut cmd)?;
-            find_deb(&debs, package).ok_or_else(|| FetchError::Tool {
-                program: "apt-get download".into(),
-                stderr: format!("no {package}_*.deb appeared in {}", debs.display()),
-            })?
-        }
-    };
-    let deb_str = deb.to_string_lossy().into_owned();
-    let partial_str = partial.to_string_lossy().into_owned();
-    run("dpkg-deb", &["-x", &deb_str, &partial_str])?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|source| FetchError::Cache {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    std::fs::rename(&partial, dir).map_err(|source| FetchError::Cache {
-        dir: dir.to_path_buf(),
-        source,
-    })
-}
-
-fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
-    let prefix = format!("{}_", package.replace('+', "%2b"));
-    let plain = format!("{package}_");
-    std::fs::read_dir(debs)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            let n = p.file_name().unwrap_or_default().to_string_lossy();
-            (n.starts_with(&prefix) || n.starts_with(&plain)) && n.ends_with(".deb")
-        })
 }
 
 /// The kernel inside an unpacked image package.
@@ -293,30 +181,6 @@ pub fn unpacked_kernel(dir: &Path) -> Result<GuestKernel, FetchError> {
             dir: dir.to_path_buf(),
         })?;
     Ok(GuestKernel::from_path(&image, None)?)
-}
-
-fn run(program: &str, args: &[&str]) -> Result<String, FetchError> {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    run_cmd(program, &mut cmd)
-}
-
-fn run_cmd(program: &str, cmd: &mut Command) -> Result<String, FetchError> {
-    let out = cmd.output().map_err(|source| FetchError::Spawn {
-        program: program.to_string(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(FetchError::Tool {
-            program: program.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .filter(|l| !l.contains("unsandboxed"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

@@ -212,7 +212,11 @@ pub fn build_initramfs(
     request: &GuestRequest,
     out: &std::path::Path,
 ) -> Result<u64, VmError> {
-    let needs = GuestNeeds::for_scenarios(scenarios);
+    let mut needs = GuestNeeds::for_scenarios(scenarios);
+    let runtime = request.runtime.as_ref();
+    if let Some(rt) = runtime.filter(|_| scenarios.iter().any(|s| s.uses_runtime())) {
+        needs.binaries.extend(GuestNeeds::runtime_binaries(rt));
+    }
     for missing in &needs.missing_binaries {
         tracing::warn!("{missing} is required but not installed on the host; the guest will skip what needs it");
     }
@@ -267,5 +271,31 @@ mod tests {
             guest_request(&[], &RunOptions::default()).timeout_secs,
             None
         );
+    }
+
+    #[test]
+    fn the_guest_gets_the_runtime_under_test() {
+        let rt = faultline_core::runtime_under_test::RuntimeUnderTest {
+            spec: "debian,oci=crun".into(),
+            containerd:
+                "/root/.cache/faultline/runtimes/containerd_1.6.20~ds1-1+deb12u2/usr/bin/containerd"
+                    .into(),
+            oci: "/usr/bin/crun".into(),
+            versions: faultline_core::runtime_under_test::RuntimeVersions {
+                containerd:
+                    "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u2"
+                        .into(),
+                oci: "crun version 1.8.1".into(),
+            },
+        };
+        let opts = RunOptions {
+            runtime: Some(rt.clone()),
+            ..RunOptions::default()
+        };
+        let request = guest_request(&[], &opts);
+        let back: GuestRequest =
+            serde_json::from_slice(&serde_json::to_vec(&request).unwrap()).unwrap();
+        assert_eq!(back.runtime, Some(rt));
+        assert_eq!(guest_request(&[], &RunOptions::default()).runtime, None);
     }
 }

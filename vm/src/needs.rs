@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use faultline_core::runtime_under_test::RuntimeUnderTest;
 use faultline_core::{Requirement, Scenario};
 
 use crate::initramfs::{Initramfs, InitramfsError};
@@ -51,6 +52,26 @@ impl GuestNeeds {
             }
             _ => {}
         }
+    }
+
+    /// The runtime under test's binaries, copied with their libraries to the same paths
+    /// (the guest's runner gets the same `RuntimeUnderTest`): containerd, the shims and
+    /// `ctr` beside it that exist (containerd 2.x has no v1 shims), and the OCI runtime.
+    pub fn runtime_binaries(rt: &RuntimeUnderTest) -> Vec<PathBuf> {
+        let dir = rt.bin_dir();
+        let beside = [
+            "containerd-shim",
+            "containerd-shim-runc-v1",
+            "containerd-shim-runc-v2",
+            "ctr",
+        ]
+        .into_iter()
+        .map(|name| dir.join(name))
+        .filter(|p| p.is_file());
+        std::iter::once(rt.containerd.clone())
+            .chain(beside)
+            .chain(std::iter::once(rt.oci.clone()))
+            .collect()
     }
 
     fn add_module(&mut self, name: &str) {
@@ -144,5 +165,30 @@ mod tests {
         n.add_requirement(&Requirement::binary("no-such-binary-here", "nothing"));
         assert_eq!(n.modules, ["nfs", "nfsv3"]);
         assert!(n.missing_binaries.contains("no-such-binary-here"));
+    }
+
+    #[test]
+    fn the_runtime_brings_its_shims_and_oci_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["containerd", "containerd-shim-runc-v2", "ctr", "unrelated"] {
+            std::fs::write(bin.join(name), b"").unwrap();
+        }
+        let rt = RuntimeUnderTest {
+            spec: "containerd=...,oci=crun".into(),
+            containerd: bin.join("containerd"),
+            oci: "/usr/bin/crun".into(),
+            versions: Default::default(),
+        };
+        assert_eq!(
+            GuestNeeds::runtime_binaries(&rt),
+            [
+                bin.join("containerd"),
+                bin.join("containerd-shim-runc-v2"),
+                bin.join("ctr"),
+                PathBuf::from("/usr/bin/crun"),
+            ]
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! `faultline compare RESULT.json...`: the scenario × kernel matrix of saved `run --json`
-//! documents, rows that differ first. Exit code 0 when every row agrees, 1 when some differ.
+//! `faultline compare RESULT.json...`: the matrix of saved `run --json` documents, a column
+//! per run (its kernel, and its container runtime where it recorded one), rows that differ
+//! first; as text, JSON, or a Markdown table for CI job summaries. Exit code 0 when every
+//! row agrees, 1 when some differ.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,8 +19,11 @@ pub struct Args {
     #[arg(required = true, value_name = "RESULT.json")]
     files: Vec<PathBuf>,
     /// Print the matrix as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     json: bool,
+    /// Print the matrix as a Markdown table (for a CI job summary: `>> $GITHUB_STEP_SUMMARY`).
+    #[arg(long)]
+    markdown: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, UsageError> {
@@ -42,6 +47,8 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
     let matrix = Matrix::build(&Column::label_all(reports));
     let text = if args.json {
         serde_json::to_string_pretty(&matrix).expect("json") + "\n"
+    } else if args.markdown {
+        matrix.render_markdown()
     } else {
         matrix.render()
     };

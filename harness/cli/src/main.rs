@@ -8,6 +8,7 @@ mod compare;
 mod list;
 mod report;
 mod run;
+mod runtimes;
 mod signals;
 
 use std::process::ExitCode;
@@ -37,8 +38,8 @@ enum Command {
     Run(run::Args),
     /// Run detectors against this live node (all that apply here when none are named).
     Check(check::Args),
-    /// Scenario × kernel matrix of saved `run --json` results, differences first; exits 1
-    /// when rows differ.
+    /// Scenario × kernel/runtime matrix of saved `run --json` results, differences first;
+    /// exits 1 when rows differ.
     Compare(compare::Args),
     /// Inject syscall faults (strace's -e inject=) into a running process or a command.
     Inject(faultline_inject::cli::InjectArgs),

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use faultline_core::compare::{Column, Matrix};
 use faultline_core::runner::interrupt;
 use faultline_core::{RunReport, ScenarioResult, Status};
 
@@ -85,16 +86,15 @@ pub fn finish(reports: &[RunReport], json: bool, junit: Option<Junit>) -> ExitCo
             print!("{}", faultline_core::output::text::run_table(&reports[0]));
         }
     } else {
-        let matrix = faultline_core::compare::Matrix::build(
-            &faultline_core::compare::Column::label_all(reports.to_vec()),
-        );
+        let columns = Column::label_all(reports.to_vec());
+        let matrix = Matrix::build(&columns);
         if json {
             let doc = serde_json::json!({ "runs": reports, "comparison": matrix });
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         } else {
-            for r in reports {
-                println!("== {} ({})", r.kernel, r.backend);
-                print!("{}", faultline_core::output::text::run_table(r));
+            for c in &columns {
+                println!("== {}", c.label);
+                print!("{}", faultline_core::output::text::run_table(&c.report));
                 println!();
             }
             print!("{}", matrix.render());
@@ -122,18 +122,18 @@ pub fn finish(reports: &[RunReport], json: bool, junit: Option<Junit>) -> ExitCo
     ExitCode::from(code)
 }
 
-/// Every run's scenarios in one report, each named with its kernel when there are several
-/// (for JUnit and the exit code).
+/// Every run's scenarios in one report, each named with its run's column label (kernel, and
+/// runtime where recorded) when there are several (for JUnit and the exit code).
 fn merged(reports: &[RunReport]) -> Option<RunReport> {
     let mut merged = reports.first()?.clone();
     if reports.len() == 1 {
         return Some(merged);
     }
-    merged.scenarios = reports
+    merged.scenarios = Column::label_all(reports.to_vec())
         .iter()
-        .flat_map(|r| {
-            r.scenarios.iter().map(|s| ScenarioResult {
-                name: format!("{} [{}]", s.name, r.kernel),
+        .flat_map(|c| {
+            c.report.scenarios.iter().map(|s| ScenarioResult {
+                name: format!("{} [{}]", s.name, c.label),
                 ..s.clone()
             })
         })

@@ -46,6 +46,14 @@ pub struct Args {
     /// run on each and print the comparison matrix. Anything but `host` implies --vm.
     #[arg(long, value_name = "SPEC")]
     kernel: Vec<String>,
+    /// Container runtime under test: `system` (containerd, its shims and runc on PATH),
+    /// `debian` or `debian:containerd=VERSION` (Debian's containerd and runc, fetched into
+    /// the cache, never installed), or `containerd=PATH` and `oci=NAME|PATH` comma-separated,
+    /// alone or after system/debian (`debian,oci=crun`). Repeat to run the whole suite on
+    /// each and print the matrix; with several --kernel, on every kernel × runtime. Default:
+    /// system where containerd is on PATH, else debian.
+    #[arg(long, value_name = "SPEC")]
+    runtime: Vec<String>,
 }
 
 /// One pass of the suite: where it runs, and whether that is a VM.
@@ -188,6 +196,7 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
         ..RunOptions::default()
     };
     let passes = backends(args.vm, &args.kernel)?;
+    let runtimes = crate::runtimes::resolve(&args.runtime, &selected)?;
     let uses_vm = passes.iter().any(|p| p.vm);
     if uses_vm && !vm::qemu::qemu_available() {
         return fail_usage(
@@ -203,19 +212,44 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
 
     signals::install()?;
     let mut reports: Vec<RunReport> = Vec::new();
+    let artifacts_root = opts.artifacts_root.clone();
+    // Every kernel × runtime: the whole selected suite on each (a scenario that drives no
+    // runtime runs on each too; its rows show whether the kernel alone decides).
     for pass in &passes {
-        if interrupt::requested().is_some() {
-            break;
+        for (i, runtime) in runtimes.iter().enumerate() {
+            if interrupt::requested().is_some() {
+                break;
+            }
+            if let (Some(rt), true) = (runtime, runtimes.len() > 1) {
+                eprintln!("faultline: runtime {} ({})", rt.spec, rt.versions.short());
+                // Each runtime's artifacts (and VM console logs) in a directory of its own.
+                opts.artifacts_root = artifacts_root.join(runtime_dir(i, &rt.spec));
+            }
+            opts.runtime = runtime.clone();
+            signals::set_graceful(!pass.vm);
+            // The VM's artifacts stay in the guest; its console log is named by the backend.
+            let kept = (!pass.vm).then_some(opts.artifacts_root.as_path());
+            let report = pass
+                .backend
+                .run(&selected, &opts, &mut |p| print_progress(p, kept));
+            reports.push(report);
         }
-        signals::set_graceful(!pass.vm);
-        // The VM's artifacts stay in the guest; its console log is named by the backend.
-        let kept = (!pass.vm).then_some(opts.artifacts_root.as_path());
-        let report = pass
-            .backend
-            .run(&selected, &opts, &mut |p| print_progress(p, kept));
-        reports.push(report);
     }
     Ok(report::finish(&reports, args.json, junit))
+}
+
+/// `runtime-2-debian_oci_crun`: a directory name for the `i`th runtime's artifacts. Letters,
+/// digits, `.`, `-` and `_` only: the VM's console path goes inside qemu's options, where a
+/// `,` separates options.
+fn runtime_dir(i: usize, spec: &str) -> String {
+    let name: String = spec
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("runtime-{}-{name}", i + 1)
 }
 
 /// Progress lines on stderr (the table or JSON goes to stdout), and where the artifacts of a
@@ -254,4 +288,22 @@ pub fn options_help() -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_directories_are_plain_names() {
+        assert_eq!(runtime_dir(0, "system"), "runtime-1-system");
+        assert_eq!(
+            runtime_dir(1, "system,oci=/usr/bin/crun"),
+            "runtime-2-system_oci__usr_bin_crun"
+        );
+        assert_eq!(
+            runtime_dir(2, "debian:containerd=1.6.20~ds1-1+deb12u2"),
+            "runtime-3-debian_containerd_1.6.20_ds1-1_deb12u2"
+        );
+    }
 }

@@ -231,6 +231,14 @@ pub trait Scenario: Sync {
             Placement::Namespace
         }
     }
+    /// Whether this scenario drives the container runtime under test (`Context::runtime`):
+    /// `faultline run` resolves the default runtime (and fetches it if need be) only when a
+    /// selected scenario does, and the VM's initramfs carries the runtime's binaries only
+    /// for such scenarios.
+    fn uses_runtime(&self) -> bool {
+        false
+    }
+
     /// Upper bound for the whole scenario; the runner kills its namespace past it.
     fn timeout(&self) -> Duration {
         Duration::from_secs(180)

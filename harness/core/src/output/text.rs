@@ -5,7 +5,17 @@ use std::fmt::Write as _;
 use crate::result::RunReport;
 use faultline_detect::Finding;
 
-/// `name  status  time  reason`, one scenario a line, then the findings.
+/// What the run ran on: `kernel 6.1.0-56-cloud-amd64, backend vm, runtime containerd
+/// 1.6.20~ds1-1+deb12u3 + runc 1.1.5+ds1` (the runtime where one was resolved).
+pub fn run_heading(report: &RunReport) -> String {
+    let mut out = format!("kernel {}, backend {}", report.kernel, report.backend);
+    if let Some(rt) = &report.runtime {
+        let _ = write!(out, ", runtime {}", rt.full());
+    }
+    out
+}
+
+/// The heading, then `name  status  time  reason`, one scenario a line, with its variants.
 pub fn run_table(report: &RunReport) -> String {
     let width = report
         .scenarios
@@ -15,8 +25,11 @@ pub fn run_table(report: &RunReport) -> String {
         .unwrap_or(8)
         .max(8);
     let mut out = format!(
-        "kernel {}, backend {}\n{:width$}  {:6}  {:>8}  REASON\n",
-        report.kernel, report.backend, "SCENARIO", "STATUS", "TIME"
+        "{}\n{:width$}  {:6}  {:>8}  REASON\n",
+        run_heading(report),
+        "SCENARIO",
+        "STATUS",
+        "TIME"
     );
     for s in &report.scenarios {
         let _ = writeln!(
@@ -54,4 +67,31 @@ pub fn findings(findings: &[Finding]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime_under_test::RuntimeVersions;
+
+    #[test]
+    fn the_heading_names_the_runtime_when_there_is_one() {
+        let mut r = RunReport {
+            kernel: "6.1.0-56-cloud-amd64".into(),
+            backend: "vm".into(),
+            runtime: None,
+            scenarios: vec![],
+        };
+        assert_eq!(run_heading(&r), "kernel 6.1.0-56-cloud-amd64, backend vm");
+        r.runtime = Some(RuntimeVersions {
+            containerd:
+                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3".into(),
+            oci: "runc version 1.1.5+ds1".into(),
+        });
+        let table = run_table(&r);
+        assert_eq!(
+            table.lines().next(),
+            Some("kernel 6.1.0-56-cloud-amd64, backend vm, runtime containerd 1.6.20~ds1-1+deb12u3 + runc 1.1.5+ds1")
+        );
+    }
 }

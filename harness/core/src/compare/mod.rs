@@ -1,10 +1,14 @@
-//! Comparing runs on several kernels (or backends): a scenario × kernel matrix of what each
-//! variant did, rows that differ between kernels first. This is what someone signing off a
-//! kernel upgrade reads: which failures appear, disappear or stop being detected.
+//! Comparing runs on several kernels and container runtimes (or backends): a scenario ×
+//! (kernel, runtime) matrix of what each variant did, rows that differ between the runs
+//! first. This is what someone signing off a kernel or runtime upgrade reads: which failures
+//! appear, disappear or stop being detected.
 
 use serde::{Deserialize, Serialize};
 
 use crate::result::{RunReport, Status};
+use crate::runtime_under_test::RuntimeVersions;
+
+mod render;
 
 /// One run's column: its heading and its report.
 #[derive(Debug, Clone)]
@@ -14,20 +18,30 @@ pub struct Column {
 }
 
 impl Column {
-    /// Labels runs by kernel, adding the backend when two runs share a kernel.
+    /// Labels runs by kernel and runtime (`6.12.57+deb13-cloud-amd64 / containerd 1.6.20 +
+    /// runc 1.1.5`), naming the runtime's builds where two runs share the releases, then
+    /// adding the backend and finally a number where two runs still share a label.
     pub fn label_all(reports: Vec<RunReport>) -> Vec<Column> {
+        let short = |r: &RunReport| label(&r.kernel, r.runtime.as_ref().map(|v| v.short()));
+        let full = |r: &RunReport| label(&r.kernel, r.runtime.as_ref().map(|v| v.full()));
         let mut cols: Vec<Column> = reports
-            .into_iter()
-            .map(|r| Column {
-                label: r.kernel.clone(),
-                report: r,
+            .iter()
+            .map(|r| {
+                // Same kernel and releases, different builds: only the builds tell them apart.
+                let twin = reports
+                    .iter()
+                    .any(|o| short(o) == short(r) && o.runtime != r.runtime);
+                Column {
+                    label: if twin { full(r) } else { short(r) },
+                    report: r.clone(),
+                }
             })
             .collect();
         let count = |cols: &[Column], l: &str| cols.iter().filter(|c| c.label == l).count();
         let shared: Vec<bool> = cols.iter().map(|c| count(&cols, &c.label) > 1).collect();
         for (c, shared) in cols.iter_mut().zip(shared) {
             if shared {
-                c.label = format!("{} ({})", c.report.kernel, c.report.backend);
+                c.label = with_backend(&c.label, &c.report.backend);
             }
         }
         let shared: Vec<bool> = cols.iter().map(|c| count(&cols, &c.label) > 1).collect();
@@ -40,9 +54,36 @@ impl Column {
     }
 }
 
+/// `kernel / runtime`, or the kernel alone for a run that recorded no runtime.
+fn label(kernel: &str, runtime: Option<String>) -> String {
+    match runtime {
+        Some(rt) => format!("{kernel} / {rt}"),
+        None => kernel.to_string(),
+    }
+}
+
+/// The backend goes with the kernel: `6.1.0 (vm) / containerd ...`.
+fn with_backend(label: &str, backend: &str) -> String {
+    match label.split_once(" / ") {
+        Some((kernel, runtime)) => format!("{kernel} ({backend}) / {runtime}"),
+        None => format!("{label} ({backend})"),
+    }
+}
+
+/// What a column ran on, for readers of `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnHead {
+    pub label: String,
+    pub kernel: String,
+    pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeVersions>,
+}
+
 /// What one variant (or a scenario without variants) did in one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cell {
+    /// The column's label (the kernel, and the runtime where the run recorded one).
     pub kernel: String,
     /// The scenario's status in that run; `None` when the run did not include it.
     pub status: Option<Status>,
@@ -99,7 +140,12 @@ pub struct Row {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Matrix {
+    /// The columns' labels, in run order (named `kernels` since runs differed only by
+    /// kernel; a label names the runtime too where the run recorded one).
     pub kernels: Vec<String>,
+    /// What each column ran on.
+    #[serde(default)]
+    pub columns: Vec<ColumnHead>,
     pub rows: Vec<Row>,
 }
 
@@ -153,63 +199,21 @@ impl Matrix {
         rows.sort_by_key(|r| !r.differs);
         Matrix {
             kernels: columns.iter().map(|c| c.label.clone()).collect(),
+            columns: columns
+                .iter()
+                .map(|c| ColumnHead {
+                    label: c.label.clone(),
+                    kernel: c.report.kernel.clone(),
+                    backend: c.report.backend.clone(),
+                    runtime: c.report.runtime.clone(),
+                })
+                .collect(),
             rows,
         }
     }
 
     pub fn differences(&self) -> usize {
         self.rows.iter().filter(|r| r.differs).count()
-    }
-
-    /// The matrix as a text table; rows that differ are marked with `*`.
-    pub fn render(&self) -> String {
-        let name = |r: &Row| match &r.variant {
-            Some(v) => format!("{} / {v}", r.scenario),
-            None => r.scenario.clone(),
-        };
-        let first_width = self
-            .rows
-            .iter()
-            .map(|r| name(r).len())
-            .chain(["scenario / variant".len()])
-            .max()
-            .unwrap_or(0);
-        let widths: Vec<usize> = self
-            .kernels
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                self.rows
-                    .iter()
-                    .map(|r| r.cells[i].describe().len())
-                    .chain([k.len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut out = String::new();
-        let mut line = format!("  {:first_width$}", "scenario / variant");
-        for (k, w) in self.kernels.iter().zip(&widths) {
-            line.push_str(&format!("  {k:w$}"));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-        for r in &self.rows {
-            let mark = if r.differs { "* " } else { "  " };
-            let mut line = format!("{mark}{:first_width$}", name(r));
-            for (c, w) in r.cells.iter().zip(&widths) {
-                line.push_str(&format!("  {:w$}", c.describe()));
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        let n = self.differences();
-        out.push_str(&format!(
-            "{n} of {} rows differ between kernels{}\n",
-            self.rows.len(),
-            if n > 0 { " (marked *)" } else { "" }
-        ));
-        out
     }
 }
 
@@ -395,5 +399,159 @@ mod tests {
             .to_string();
         assert!(e.contains("missing field"), "{e}");
         assert!(!e.contains("runs"), "{e}");
+    }
+
+    fn on(kernel: &str, containerd: &str, oci: &str, scenarios: Vec<ScenarioResult>) -> RunReport {
+        RunReport {
+            runtime: Some(RuntimeVersions {
+                containerd: format!(
+                    "containerd github.com/containerd/containerd 1.6.20~ds1 {containerd}"
+                ),
+                oci: oci.into(),
+            }),
+            ..report(kernel, scenarios)
+        }
+    }
+
+    /// fuse-daemon-restart's `killed` variant: runc 1.1.5 and crun 1.8.1 both refuse the dead
+    /// mount (reproduced), a runtime that did not would be clean.
+    fn fuse(reproduced: bool) -> Vec<ScenarioResult> {
+        vec![
+            scenario(
+                "fuse-daemon-restart",
+                if reproduced {
+                    Status::Pass
+                } else {
+                    Status::Fail
+                },
+                vec![variant("killed", "reproduced", reproduced, reproduced)],
+            ),
+            scenario(
+                "hostpath-rename",
+                Status::Pass,
+                vec![variant("rename", "reproduced", true, true)],
+            ),
+        ]
+    }
+
+    const RUNC: &str = "runc version 1.1.5+ds1";
+    const CRUN: &str = "crun version 1.8.1";
+    const U3: &str = "1.6.20~ds1-1+deb12u3";
+
+    #[test]
+    fn a_column_is_kernel_and_runtime() {
+        let runs = vec![
+            on("6.1.0-56-cloud-amd64", U3, RUNC, fuse(true)),
+            on("6.1.0-56-cloud-amd64", U3, CRUN, fuse(true)),
+            on("6.12.57+deb13-cloud-amd64", U3, RUNC, fuse(true)),
+            on("6.12.57+deb13-cloud-amd64", U3, CRUN, fuse(false)),
+        ];
+        let m = Matrix::build(&Column::label_all(runs));
+        assert_eq!(
+            m.kernels,
+            [
+                "6.1.0-56-cloud-amd64 / containerd 1.6.20 + runc 1.1.5",
+                "6.1.0-56-cloud-amd64 / containerd 1.6.20 + crun 1.8.1",
+                "6.12.57+deb13-cloud-amd64 / containerd 1.6.20 + runc 1.1.5",
+                "6.12.57+deb13-cloud-amd64 / containerd 1.6.20 + crun 1.8.1",
+            ]
+        );
+        assert_eq!(m.columns[3].kernel, "6.12.57+deb13-cloud-amd64");
+        assert_eq!(m.columns[3].runtime.as_ref().unwrap().oci, CRUN);
+        assert_eq!(m.rows[0].scenario, "fuse-daemon-restart");
+        assert!(m.rows[0].differs && !m.rows[1].differs);
+
+        let text = m.render();
+        let lines: Vec<&str> = text.lines().collect();
+        // The kernel above the runtime in each heading, the cells under them.
+        assert!(lines[0].starts_with("  scenario / variant "), "{text}");
+        assert_eq!(
+            lines[0].find("6.1.0-56-cloud-amd64"),
+            lines[1].find("containerd 1.6.20 + runc 1.1.5"),
+            "{text}"
+        );
+        assert!(
+            lines[1]
+                .trim_start()
+                .starts_with("containerd 1.6.20 + runc 1.1.5  containerd 1.6.20 + crun 1.8.1"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("* fuse-daemon-restart / killed"),
+            "{text}"
+        );
+        let col = lines[0].find("6.12.57").unwrap();
+        assert_eq!(&lines[2][col..col + 19], "reproduced+detected", "{text}");
+        assert!(lines[2].ends_with("clean [fail]"), "{text}");
+        assert_eq!(lines[4], "1 of 2 rows differ between the runs (marked *)");
+    }
+
+    #[test]
+    fn markdown_is_the_same_matrix() {
+        let runs = vec![
+            on("6.1.0-56-cloud-amd64", U3, RUNC, fuse(true)),
+            on("6.1.0-56-cloud-amd64", U3, CRUN, fuse(false)),
+        ];
+        let md = Matrix::build(&Column::label_all(runs)).render_markdown();
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| | scenario / variant | 6.1.0-56-cloud-amd64<br>containerd 1.6.20 + runc 1.1.5 | 6.1.0-56-cloud-amd64<br>containerd 1.6.20 + crun 1.8.1 |"
+        );
+        assert_eq!(lines[1], "|---|---|---|---|");
+        assert_eq!(
+            lines[2],
+            "| ✗ | **fuse-daemon-restart / killed** | reproduced+detected | clean [fail] |"
+        );
+        assert_eq!(
+            lines[3],
+            "| | hostpath-rename / rename | reproduced+detected | reproduced+detected |"
+        );
+        assert_eq!(lines[4], "");
+        assert_eq!(lines[5], "1 of 2 rows differ between the runs (marked ✗)");
+        // Every table line has as many cells as the heading.
+        for l in &lines[..4] {
+            assert_eq!(
+                l.matches(" |").count() + l.matches("---|").count(),
+                4,
+                "{l}"
+            );
+        }
+    }
+
+    #[test]
+    fn builds_of_one_release_are_told_apart_by_their_builds() {
+        let runs = vec![
+            on(
+                "6.1.0-56-cloud-amd64",
+                "1.6.20~ds1-1+deb12u2",
+                RUNC,
+                fuse(true),
+            ),
+            on("6.1.0-56-cloud-amd64", U3, RUNC, fuse(true)),
+            report("6.1.0-56-cloud-amd64", fuse(true)),
+        ];
+        let cols = Column::label_all(runs);
+        assert_eq!(
+            cols[0].label,
+            "6.1.0-56-cloud-amd64 / containerd 1.6.20~ds1-1+deb12u2 + runc 1.1.5+ds1"
+        );
+        assert_eq!(
+            cols[1].label,
+            "6.1.0-56-cloud-amd64 / containerd 1.6.20~ds1-1+deb12u3 + runc 1.1.5+ds1"
+        );
+        assert_eq!(cols[2].label, "6.1.0-56-cloud-amd64", "no runtime recorded");
+        let md = Matrix::build(&cols).render_markdown();
+        assert!(md.contains("containerd 1.6.20\\~ds1-1+deb12u2"), "{md}");
+
+        // The same run twice on two backends: the backend goes with the kernel.
+        let mut host = on("6.1.0", U3, RUNC, vec![]);
+        host.backend = "namespace".into();
+        let cols = Column::label_all(vec![on("6.1.0", U3, RUNC, vec![]), host]);
+        assert_eq!(cols[0].label, "6.1.0 (vm) / containerd 1.6.20 + runc 1.1.5");
+        assert_eq!(
+            cols[1].label,
+            "6.1.0 (namespace) / containerd 1.6.20 + runc 1.1.5"
+        );
     }
 }
