@@ -46,8 +46,10 @@ pub enum ContainerdError {
     #[error("failed to connect to containerd at {socket}")]
     Connect {
         socket: PathBuf,
+        /// The system's error when there is one (tonic's transport error repeats its cause in
+        /// its own text), else tonic's.
         #[source]
-        source: tonic::transport::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("containerd at {socket} did not answer {call} within {limit:?}")]
     Timeout {
@@ -73,6 +75,21 @@ pub struct GrpcSocket {
     /// The `O_PATH` descriptor a long socket path is dialled through, held as long as the
     /// channel may reconnect.
     _path_fd: Option<Arc<OwnedFd>>,
+}
+
+/// The OS error under a failed connect (ENOENT, ECONNREFUSED, ...), or the transport error.
+fn connect_cause(e: tonic::transport::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    let mut next = std::error::Error::source(&e);
+    while let Some(cause) = next {
+        if let Some(code) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Box::new(std::io::Error::from_raw_os_error(code));
+        }
+        next = cause.source();
+    }
+    Box::new(e)
 }
 
 /// What to dial for `socket`: the path itself, or `/proc/self/fd/N` of an `O_PATH`
@@ -121,9 +138,9 @@ impl GrpcSocket {
                 socket: socket.to_path_buf(),
                 limit,
             })?
-            .map_err(|source| ContainerdError::Connect {
+            .map_err(|e| ContainerdError::Connect {
                 socket: socket.to_path_buf(),
-                source,
+                source: connect_cause(e),
             })?;
         Ok(GrpcSocket {
             socket: socket.to_path_buf(),
@@ -208,6 +225,14 @@ mod tests {
         };
         assert!(matches!(err, ContainerdError::Connect { .. }), "{err}");
         assert!(err.to_string().contains("containerd.sock"), "{err}");
+        // The cause once, as the system gives it.
+        assert_eq!(
+            crate::error_chain(&err),
+            format!(
+                "failed to connect to containerd at {}: No such file or directory (os error 2)",
+                sock.display()
+            )
+        );
     }
 
     /// A directory whose socket path is longer than a socket address holds.
@@ -238,14 +263,22 @@ mod tests {
         let start = std::time::Instant::now();
         let err = client.task_exists("k8s.io", "abc").unwrap_err();
         assert!(matches!(err, ContainerdError::Timeout { .. }), "{err}");
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
         assert!(err.to_string().contains("containerd.sock"), "{err}");
     }
 
     #[test]
     fn a_long_path_that_does_not_exist_is_an_open_error_naming_it() {
         let dir = long_dir();
-        let sock = dir.path().join("d".repeat(60)).join("e".repeat(60)).join("gone.sock");
+        let sock = dir
+            .path()
+            .join("d".repeat(60))
+            .join("e".repeat(60))
+            .join("gone.sock");
         let err = match GrpcSocket::connect(&sock, Duration::from_secs(2)) {
             Ok(_) => panic!("connected to a socket that does not exist"),
             Err(e) => e,

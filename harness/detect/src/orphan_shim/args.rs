@@ -6,8 +6,9 @@
 //!   is the workdir's base name (containerd's runtime/v1/linux/bundle.go puts it there).
 //! - v2 (`containerd-shim-runc-v2`, `-runc-v1`): `... -namespace NS -id ID -address SOCK`.
 //!   runc.v2 serves all containers of a pod from the sandbox's shim, so its `-id` is the
-//!   sandbox's id (runtime/v2/runc/manager: the `io.kubernetes.cri.sandbox-id` annotation
-//!   picks the shim), and the sandbox task is what its life hangs on.
+//!   sandbox's id (runtime/v2/runc/manager/manager_linux.go `groupLabels`: the
+//!   `io.kubernetes.cri.sandbox-id` annotation picks the shim), and the sandbox task is what
+//!   its life hangs on.
 //!
 //! Go's flag package accepts `-flag value`, `-flag=value` and two dashes alike.
 

@@ -17,8 +17,14 @@ pub enum Answer {
 /// What the filesystem shows of the shim's task: v1's workdir, v2's bundle directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Look {
-    Present { what: &'static str, path: String },
-    Gone { what: &'static str, path: String },
+    Present {
+        what: &'static str,
+        path: String,
+    },
+    Gone {
+        what: &'static str,
+        path: String,
+    },
     /// It could not tell, and why.
     Unknown(String),
 }
@@ -156,7 +162,12 @@ mod tests {
         };
         assert!(why.contains("connection refused"), "{why}");
         assert!(why.contains("exists"), "{why}");
-        let v = decide(old(), GRACE, &no_answer(), &Look::Unknown("no bundle found".into()));
+        let v = decide(
+            old(),
+            GRACE,
+            &no_answer(),
+            &Look::Unknown("no bundle found".into()),
+        );
         assert!(matches!(v, Verdict::Undecided(w) if w.contains("no bundle found")));
     }
 

@@ -139,8 +139,7 @@ impl OrphanShim {
                 continue;
             };
             let age = age(p, uptime);
-            if let Some(f) = self.judge(snap, p, &argv, &shim, age, &mut containerds, &mut gaps)
-            {
+            if let Some(f) = self.judge(snap, p, &argv, &shim, age, &mut containerds, &mut gaps) {
                 findings.push(f);
             }
         }
@@ -248,7 +247,10 @@ mod tests {
             assert!(err.contains(GRACE_ENV) && err.contains(bad), "{err}");
         }
         std::env::remove_var(GRACE_ENV);
-        assert_eq!(OrphanShim::DEFAULT.with_env().unwrap().grace, Duration::from_secs(30));
+        assert_eq!(
+            OrphanShim::DEFAULT.with_env().unwrap().grace,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

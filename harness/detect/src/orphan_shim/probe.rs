@@ -92,14 +92,18 @@ fn exists(snap: &Snapshot, pid: i32, what: &'static str, path: &Path) -> Look {
                 Look::Unknown("the shim exited while it was looked at".into())
             }
         }
-        Err(e) => Look::Unknown(format!("its {what} {shown} could not be read: {}", describe(&e))),
+        Err(e) => Look::Unknown(format!(
+            "its {what} {shown} could not be read: {}",
+            describe(&e)
+        )),
     }
 }
 
-/// A v2 shim's bundle. containerd starts the shim in the bundle directory and the shim's
-/// daemon keeps that working directory (runtime/v2/shim/util.go `Command`: `cmd.Dir =
-/// config.Path`; runc.v2's `StartShim` passes its own cwd on), so `/proc/PID/cwd` names it,
-/// with " (deleted)" once it is removed (proc(5)), whatever the state directory. When the cwd
+/// A v2 shim's bundle. containerd starts the shim in the bundle directory (runtime/v2/shim/
+/// util.go `Command`: `cmd.Dir = path`) and runc.v2 starts its daemon in its own working
+/// directory (runtime/v2/runc/manager/manager_linux.go `newCommand`: `cmd.Dir = cwd`), so
+/// `/proc/PID/cwd` names the bundle, with " (deleted)" once it is removed (proc(5)),
+/// whatever the state directory. When the cwd
 /// cannot be read or is not a bundle, the bundle is looked for under the state directory:
 /// the socket's directory (containerd's own layout and most distributions' put both in one
 /// place, /run/containerd), then the default.
