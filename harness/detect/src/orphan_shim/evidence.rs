@@ -81,11 +81,14 @@ impl Orphan<'_> {
             (Some(_), Some((what, path, false))) => {
                 format!("its {what} {path} is gone and containerd did not answer")
             }
-            _ => self.containerd.clone(),
+            _ => format!(
+                "containerd at {} has no task {id} in namespace {ns}",
+                shim.address.as_deref().unwrap_or("?")
+            ),
         };
         let age_s = self.age.map(|a| a.as_secs());
         let age_text = age_s
-            .map(|a| format!(", alive for {a}s"))
+            .map(|a| format!("; alive for {a}s"))
             .unwrap_or_default();
         let d_text = if in_d {
             " and is in D (uninterruptible) now"

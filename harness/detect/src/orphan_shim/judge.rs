@@ -58,14 +58,10 @@ pub enum Verdict {
 /// The verdict on a shim of age `age` (`None` when its start could not be dated: judged as
 /// if past the grace period, since the answer then does not hang on it).
 pub fn decide(age: Option<Duration>, grace: Duration, answer: &Answer, look: &Look) -> Verdict {
-    if *answer == Answer::Known {
-        return Verdict::Healthy;
-    }
-    if age.is_some_and(|a| a < grace) {
-        return Verdict::NotYet;
-    }
+    let young = age.is_some_and(|a| a < grace);
     match (answer, look) {
         (Answer::Known, _) => Verdict::Healthy,
+        _ if young => Verdict::NotYet,
         (Answer::NotFound, _) => Verdict::Orphan { fallback: None },
         (Answer::NoAnswer(why), Look::Gone { .. }) => Verdict::Orphan {
             fallback: Some(why.clone()),

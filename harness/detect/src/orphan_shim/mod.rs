@@ -100,10 +100,15 @@ impl OrphanShim {
         names
     }
 
-    /// This detector with the grace period `FAULTLINE_SHIM_GRACE_SECS` sets (seconds, a
-    /// decimal number of 0 or more), if set.
+    /// This detector with the grace period `FAULTLINE_SHIM_GRACE_SECS` sets, if set.
     pub fn with_env(&self) -> Result<OrphanShim, DetectError> {
-        let Ok(text) = std::env::var(GRACE_ENV) else {
+        self.with_grace_text(std::env::var(GRACE_ENV).ok().as_deref())
+    }
+
+    /// This detector with the grace period `text` gives (seconds, a decimal number of 0 or
+    /// more), or as it is with none.
+    pub fn with_grace_text(&self, text: Option<&str>) -> Result<OrphanShim, DetectError> {
+        let Some(text) = text else {
             return Ok(*self);
         };
         let secs = text
@@ -124,54 +129,52 @@ impl OrphanShim {
 
     /// Every orphaned shim in `snap`, and what could not be judged.
     pub fn report(&self, snap: &Snapshot) -> DetectorReport {
-        let mut gaps = snap.gaps().select(&[STAT]);
-        let uptime = std::fs::read_to_string(snap.proc_root().join("uptime"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+        let mut walk = Walk {
+            snap,
+            uptime: std::fs::read_to_string(snap.proc_root().join("uptime"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok()),
+            containerds: Containerds::new(self.call_limit),
+            gaps: snap.gaps().select(&[STAT]),
+        };
         let names = self.names();
-        let mut containerds = Containerds::new(self.call_limit);
         let mut findings = Vec::new();
         for p in snap.user_processes() {
-            let Some(argv) = gaps.read(CMDLINE, p.pid.into(), snap.cmdline(p.pid)) else {
+            let cmdline = snap.cmdline(p.pid);
+            let Some(argv) = walk.gaps.read(CMDLINE, p.pid.into(), cmdline) else {
                 continue;
             };
             let Some(shim) = ShimArgs::parse(&argv, &names) else {
                 continue;
             };
-            let age = age(p, uptime);
-            if let Some(f) = self.judge(snap, p, &argv, &shim, age, &mut containerds, &mut gaps) {
-                findings.push(f);
-            }
+            findings.extend(self.judge(&mut walk, p, &argv, &shim));
         }
-        DetectorReport::new(findings, &gaps)
+        DetectorReport::new(findings, &walk.gaps)
     }
 
-    /// The finding on one shim, if it is orphaned; an undecided one goes to `gaps`.
-    #[allow(clippy::too_many_arguments)]
+    /// The finding on one shim, if it is orphaned; an undecided one goes to the gaps.
     fn judge(
         &self,
-        snap: &Snapshot,
+        walk: &mut Walk,
         p: &ProcessEntry,
         argv: &[String],
         shim: &ShimArgs,
-        age: Option<Duration>,
-        containerds: &mut Containerds,
-        gaps: &mut Gaps,
     ) -> Option<Finding> {
+        let age = age(p, walk.uptime);
         if age.is_some_and(|a| a < self.grace) {
-            // Not judged yet: no question asked.
+            // Not judged yet (see `Verdict::NotYet`): no question asked.
             return None;
         }
-        gaps.tried(UNDECIDED);
-        let answer = containerds.ask(snap, p, shim);
+        walk.gaps.tried(UNDECIDED);
+        let answer = walk.containerds.ask(walk.snap, p, shim);
         if answer == Answer::Known {
             return None;
         }
-        let look = look(snap, p.pid, shim);
+        let look = look(walk.snap, p.pid, shim);
         match decide(age, self.grace, &answer, &look) {
             Verdict::Healthy | Verdict::NotYet => None,
             Verdict::Undecided(why) => {
-                gaps.failed(UNDECIDED, p.pid.into(), why);
+                walk.gaps.failed(UNDECIDED, p.pid.into(), why);
                 None
             }
             Verdict::Orphan { fallback } => Some(
@@ -185,7 +188,7 @@ impl OrphanShim {
                     fallback,
                     look: &look,
                 }
-                .finding(snap),
+                .finding(walk.snap),
             ),
         }
     }
@@ -195,6 +198,16 @@ impl OrphanShim {
     pub fn scan(&self, proc_root: &Path) -> Result<Vec<Finding>, DetectError> {
         Ok(self.report(&Snapshot::take(proc_root)?).into_findings(NAME))
     }
+}
+
+/// One check's look at the shims: the processes, the connections made so far, what could not
+/// be judged.
+struct Walk<'a> {
+    snap: &'a Snapshot,
+    /// Seconds since boot, to date the shims.
+    uptime: Option<f64>,
+    containerds: Containerds,
+    gaps: Gaps,
 }
 
 /// How long the process has been alive, from its start in ticks after boot and the uptime.
@@ -234,23 +247,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_grace_period_comes_from_the_environment_and_bad_values_are_usage_errors() {
-        // One test touches the variable, so tests running in parallel do not race on it.
-        std::env::set_var(GRACE_ENV, "2.5");
+    fn the_grace_period_is_seconds_and_bad_values_are_usage_errors() {
+        let d = OrphanShim::DEFAULT;
         assert_eq!(
-            OrphanShim::DEFAULT.with_env().unwrap().grace,
-            Duration::from_millis(2500)
-        );
-        for bad in ["-1", "soon", "inf"] {
-            std::env::set_var(GRACE_ENV, bad);
-            let err = OrphanShim::DEFAULT.with_env().unwrap_err().to_string();
-            assert!(err.contains(GRACE_ENV) && err.contains(bad), "{err}");
-        }
-        std::env::remove_var(GRACE_ENV);
-        assert_eq!(
-            OrphanShim::DEFAULT.with_env().unwrap().grace,
+            d.with_grace_text(None).unwrap().grace,
             Duration::from_secs(30)
         );
+        assert_eq!(
+            d.with_grace_text(Some("2.5")).unwrap().grace,
+            Duration::from_millis(2500)
+        );
+        assert_eq!(d.with_grace_text(Some("0")).unwrap().grace, Duration::ZERO);
+        for bad in ["-1", "soon", "inf", ""] {
+            let err = d.with_grace_text(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains(GRACE_ENV) && err.contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -203,4 +203,85 @@ mod tests {
         );
         assert_eq!(state_dirs(None), vec![PathBuf::from("/run/containerd")]);
     }
+
+    /// A child in `cwd`, and a snapshot that has it.
+    fn child_in(cwd: &Path) -> (std::process::Child, Snapshot) {
+        let child = std::process::Command::new("sleep")
+            .arg("100")
+            .current_dir(cwd)
+            .spawn()
+            .unwrap();
+        let snap = Snapshot::take(Path::new("/proc")).unwrap();
+        (child, snap)
+    }
+
+    fn v2(ns: &str, id: &str, address: &Path) -> ShimArgs {
+        ShimArgs {
+            binary: "containerd-shim-runc-v2".into(),
+            namespace: Some(ns.into()),
+            id: Some(id.into()),
+            address: Some(address.display().to_string()),
+            workdir: None,
+        }
+    }
+
+    #[test]
+    fn a_v2_bundle_is_the_shims_cwd_and_gone_once_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("io.containerd.runtime.v2.task/k8s.io/abc");
+        std::fs::create_dir_all(&bundle).unwrap();
+        let (mut child, snap) = child_in(&bundle);
+        let shim = v2("k8s.io", "abc", Path::new("/nonexistent/containerd.sock"));
+        let shown = bundle.display().to_string();
+        let present = look(&snap, child.id() as i32, &shim);
+        std::fs::remove_dir(&bundle).unwrap();
+        let gone = look(&snap, child.id() as i32, &shim);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            present,
+            Look::Present {
+                what: "bundle",
+                path: shown.clone()
+            }
+        );
+        assert_eq!(
+            gone,
+            Look::Gone {
+                what: "bundle",
+                path: shown
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_bundle_for_cwd_the_state_dir_beside_the_socket_is_looked_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = dir.path().join("io.containerd.runtime.v2.task/k8s.io");
+        std::fs::create_dir_all(tasks.join("there")).unwrap();
+        let sock = dir.path().join("containerd.sock");
+        let (mut child, snap) = child_in(Path::new("/"));
+        let pid = child.id() as i32;
+        let there = look(&snap, pid, &v2("k8s.io", "there", &sock));
+        let gone = look(&snap, pid, &v2("k8s.io", "gone", &sock));
+        let unknown = look(&snap, pid, &v2("elsewhere", "x", &sock));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(matches!(there, Look::Present { .. }), "{there:?}");
+        assert_eq!(
+            gone,
+            Look::Gone {
+                what: "bundle",
+                path: tasks.join("gone").display().to_string()
+            }
+        );
+        // No task directory of that namespace anywhere: it cannot tell.
+        let Look::Unknown(why) = unknown else {
+            panic!("{unknown:?}")
+        };
+        assert!(
+            why.contains("is no bundle") && why.contains("/run/containerd"),
+            "{why}"
+        );
+    }
 }
