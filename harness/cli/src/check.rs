@@ -8,11 +8,13 @@ use serde_json::json;
 use crate::{fail_usage, UsageError};
 
 /// The exit codes of node-problem-detector's custom plugin protocol (0 OK, 1 NonOK, 2
-/// Unknown), so `check` can serve as such a plugin.
+/// Unknown), so `check` can serve as such a plugin; and the detectors' settings.
 const EXIT_CODES: &str = "\
 Exit codes: 1 a problem was found (even if some detector could not look everywhere); \
 otherwise 2 when a detector failed or could not look everywhere (partial: the answer is \
-unknown, not clean); 0 only when every detector that ran looked everywhere and found nothing.";
+unknown, not clean); 0 only when every detector that ran looked everywhere and found nothing.
+
+Environment: FAULTLINE_SHIM_GRACE_SECS (orphan-shim: how long a shim containerd does not know may live before it is reported; default 30), FAULTLINE_SHIM_NAMES (orphan-shim: more shim binary names, comma-separated), FAULTLINE_HUNG_TASK_SECS (hung-task: seconds between its two samples; default 2).";
 
 #[derive(clap::Args)]
 #[command(after_help = EXIT_CODES)]

@@ -68,11 +68,15 @@ pub(super) fn blocked_json(blocked: &Result<BlockedTask, String>) -> serde_json:
     }
 }
 
-/// orphan-shim's findings about this shim (other shims on the host are not ours).
+/// orphan-shim's findings about this shim (other shims on the host are not ours). The
+/// scenario's shim is seconds old when it looks, so no grace period.
 pub(super) fn orphan_findings(shim_pid: i32) -> anyhow::Result<Vec<Finding>> {
-    Ok(OrphanShim::DEFAULT
-        .scan(Path::new("/proc"))?
-        .into_iter()
-        .filter(|f| f.pid == Some(shim_pid))
-        .collect())
+    Ok(OrphanShim {
+        grace: Duration::ZERO,
+        ..OrphanShim::DEFAULT
+    }
+    .scan(Path::new("/proc"))?
+    .into_iter()
+    .filter(|f| f.pid == Some(shim_pid))
+    .collect())
 }

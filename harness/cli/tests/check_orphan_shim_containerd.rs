@@ -1,0 +1,177 @@
+//! `faultline check orphan-shim` on a real containerd's orphan (containerd#7496), as root.
+//!
+//! A private containerd (`containerd_lab`: its state at the default /run/containerd, which
+//! only it and its shims see) runs two pods through CRI, as kubelet does.
+//! One pod's shim gets its `umount2` held 12 s on entry by `faultline inject` (upstream's
+//! integration/issue7496_linux_test.go does it with strace), then the pod is stopped and
+//! removed: CRI's 10 s TaskExit deadline expires while the shim unmounts, containerd forgets
+//! the task and never shuts the shim down. The check must report that shim, judged by
+//! containerd, with its bundle still there, and not the healthy pod's shim beside it.
+//!
+//! Slow (about a minute: two 12 s holds of the rootfs unmount). Everything it started is
+//! killed and removed on drop: containerd, shims, container processes, cgroups.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use containerd_lab::{Lab, NS, STATE};
+use faultline_core::Requirement;
+use faultline_sys::{wait_until, ChildGroup};
+
+// Only `require` is used here.
+#[allow(dead_code)]
+mod common;
+mod containerd_lab;
+
+const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+
+/// Holds every `umount2` of `pid` 12 s on entry with `faultline inject`, and waits until all
+/// its threads are traced.
+fn hold_umount2(pid: i32) -> ChildGroup {
+    let mut cmd = Command::new(FAULTLINE);
+    cmd.args([
+        "inject",
+        "--syscall",
+        "umount2",
+        "--delay-enter",
+        "12s",
+        "--pid",
+    ])
+    .arg(pid.to_string())
+    .stdin(Stdio::null());
+    let mut inject = ChildGroup::spawn("faultline inject", &mut cmd).unwrap();
+    let what = "the injector to trace every thread of the shim";
+    wait_until(what, Duration::from_secs(10), || {
+        if let Some(status) = inject.try_wait().unwrap() {
+            panic!("faultline inject exited: {status}");
+        }
+        let untraced: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .filter(|t| {
+                let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                status.lines().any(|l| l == "TracerPid:\t0")
+            })
+            .map(|t| t.file_name().to_string_lossy().into_owned())
+            .collect();
+        if untraced.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("untraced threads {untraced:?}"))
+        }
+    })
+    .unwrap();
+    inject
+}
+
+/// `faultline check orphan-shim --json` with grace period `grace_secs`: exit code and JSON.
+fn check(grace_secs: u64) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(FAULTLINE)
+        .args(["check", "orphan-shim", "--json"])
+        .env("FAULTLINE_SHIM_GRACE_SECS", grace_secs.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
+}
+
+fn finding_of(doc: &serde_json::Value, pid: i32) -> Option<&serde_json::Value> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["pid"] == pid)
+}
+
+#[test]
+fn reports_the_shim_containerd_forgot_and_not_the_healthy_one() {
+    common::require(&[
+        Requirement::Root,
+        Requirement::binary("containerd", "containerd"),
+        Requirement::binary("containerd-shim-runc-v2", "containerd"),
+        Requirement::binary("ctr", "containerd"),
+        Requirement::binary("runc", "runc"),
+        Requirement::binary("unshare", "util-linux"),
+        Requirement::binary("sha256sum", "coreutils"),
+    ]);
+    let lab = Lab::start();
+    lab.import_image();
+    let healthy_pod = lab.run_pod("healthy");
+    let orphan_pod = lab.run_pod("orphan");
+    let healthy = lab.shim_of(&healthy_pod);
+    let orphan = lab.shim_of(&orphan_pod);
+    assert_ne!(healthy, orphan, "runc.v2 runs one shim per pod");
+
+    let mut inject = hold_umount2(orphan);
+    let start = Instant::now();
+    lab.stop_and_remove(&orphan_pod);
+    eprintln!("pod stopped and removed in {:?}", start.elapsed());
+    wait_until(
+        "containerd to forget the pod's task",
+        Duration::from_secs(30),
+        || match lab.grpc().task_exists(NS, &orphan_pod) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err("Tasks.Get still finds it".into()),
+            Err(e) => Err(faultline_sys::error_chain(&e)),
+        },
+    )
+    .unwrap();
+    let _ = inject.teardown();
+    // containerd#7496: the shim outlives its pod (on a fixed containerd it exits here).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        Path::new(&format!("/proc/{orphan}")).exists(),
+        "the shim exited after its pod was removed: this containerd did not orphan it \
+         (fixed in 1.6.24 / 1.7.4 / 2.0?)\n{}",
+        lab.log_tail()
+    );
+    let bundle = format!("{STATE}/io.containerd.runtime.v2.task/{NS}/{orphan_pod}");
+    assert!(
+        Path::new(&format!("/proc/{orphan}/root{bundle}")).is_dir(),
+        "the orphan's bundle {bundle} was expected to stay"
+    );
+    assert!(lab.grpc().task_exists(NS, &healthy_pod).unwrap());
+
+    // With a grace period longer than its life, it is not reported yet.
+    let (_, doc) = check(3600);
+    assert!(
+        finding_of(&doc, orphan).is_none(),
+        "reported within grace: {doc:#}"
+    );
+
+    let (code, doc) = check(5);
+    assert_eq!(code, Some(1), "a finding makes check exit 1: {doc:#}");
+    let f = finding_of(&doc, orphan)
+        .unwrap_or_else(|| panic!("orphaned shim {orphan} not reported: {doc:#}"));
+    eprintln!("{f:#}");
+    let sock = lab.sock().display().to_string();
+    let ev = &f["evidence"];
+    assert_eq!(f["detector"], "orphan-shim");
+    assert_eq!(ev["judged_by"], "containerd", "{f:#}");
+    assert_eq!(
+        ev["containerd"],
+        format!("containerd at {sock}: no task {orphan_pod} in namespace {NS}"),
+        "{f:#}"
+    );
+    assert_eq!(ev["id"], orphan_pod.as_str());
+    assert_eq!(ev["bundle"]["path"], bundle.as_str(), "{f:#}");
+    assert_eq!(ev["bundle"]["exists"], true, "{f:#}");
+    assert!(ev["age_s"].as_u64().unwrap() >= 5, "{f:#}");
+    let remedy = f["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains("1.6.24") && remedy.contains("#7496"),
+        "{remedy}"
+    );
+    assert!(remedy.contains(&format!("kill {orphan}")), "{remedy}");
+    assert!(
+        finding_of(&doc, healthy).is_none(),
+        "the healthy pod's shim {healthy} was reported: {doc:#}"
+    );
+}
