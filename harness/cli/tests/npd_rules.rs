@@ -1,0 +1,276 @@
+//! Each rule of harness/deploy/'s NPD configs, run the way node-problem-detector runs it
+//! (see npd_plugin: its path and args in a process group, killed at the timeout, stdout
+//! trimmed and cut to max_output_length, exit code mapped to OK/NonOK/Unknown), with this
+//! build's binary in place of /opt/faultline/faultline: OK on a healthy node, NonOK with a
+//! message that names the fault when the fault is there.
+//!
+//! The "node" is a fresh pid and mount namespace (`unshare --pid --fork --mount-proc`) and
+//! the rule runs inside it through `nsenter`, as NPD with hostPID runs inside the node's.
+//! Two reasons: on this test machine the host's pid 1 cannot be read even by root, so a
+//! host-wide check is honestly partial (Unknown), never OK; and other tests on the machine
+//! plant faults of their own at any time. In the namespace every process is readable and
+//! the only faults are the ones the test makes. The kernel log is not namespaced: the
+//! ext4-index-full rule reads real captures (`--kmsg-file`, appended) instead of this
+//! machine's log, which other tests fill with index-full warnings.
+
+#[allow(dead_code)] // the helpers the check_* tests use
+mod common;
+mod npd_plugin;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use faultline_core::Requirement;
+use faultline_sys::ChildGroup;
+use npd_plugin::{config, rules, PluginResult, Rule, Status, CONFIGS};
+
+const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+
+fn require_runnable() {
+    common::require(&[
+        Requirement::Root,
+        Requirement::binary("unshare", "util-linux"),
+        Requirement::binary("nsenter", "util-linux"),
+        Requirement::binary("mount", "mount"),
+        Requirement::binary("mkfs.ext4", "e2fsprogs"),
+    ]);
+}
+
+fn all_rules() -> Vec<Rule> {
+    CONFIGS.iter().flat_map(|c| rules(&config(c))).collect()
+}
+
+fn rule(detector: &str) -> Rule {
+    all_rules()
+        .into_iter()
+        .find(|r| r.detector() == detector)
+        .unwrap_or_else(|| panic!("no rule runs {detector}"))
+}
+
+fn kmsg_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../detect/tests/fixtures/ext4")
+        .join(name)
+}
+
+/// A node: a process that is pid 1 of its own pid namespace, with its own mount namespace
+/// and /proc, after `setup` (a shell script; `$1` is the test's directory) has run in it.
+/// Killed, with everything in it, when dropped; the directory goes after it.
+struct Node {
+    init: ChildGroup,
+    dir: tempfile::TempDir,
+}
+
+/// Mounts an ext4 file system at /var/lib/kubelet (on a tmpfs over /var/lib, all inside the
+/// node's mount namespace), as on a node whose kubelet directory is on ext4: the
+/// htree-capacity rule measures /var/lib/kubelet/pods.
+const KUBELET_ON_EXT4: &str = r#"
+mount -t tmpfs tmpfs /var/lib
+mkdir -p /var/lib/kubelet
+truncate -s 16M "$1/kubelet.img"
+mkfs.ext4 -q -F "$1/kubelet.img"
+mount -o loop "$1/kubelet.img" /var/lib/kubelet
+mkdir /var/lib/kubelet/pods
+"#;
+
+impl Node {
+    fn start(setup: &str) -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("npd-node")
+            .tempdir()
+            .unwrap();
+        let script = format!("set -e\n{KUBELET_ON_EXT4}\n{setup}\necho ready\nexec sleep 600\n");
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", &script, "sh"])
+        .arg(dir.path())
+        .stdout(Stdio::piped());
+        let mut init = ChildGroup::spawn("npd node", &mut cmd).expect("failed to spawn unshare");
+        common::wait_ready(&mut init, "npd node", Duration::from_secs(30));
+        Node { init, dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `nsenter` into the node's mount namespace and, for the command it starts, its pid
+    /// namespace (unshare's own pid namespace is the host's; its children's is the node's).
+    fn enter(&self) -> Vec<OsString> {
+        let pid = self.init.pid();
+        vec![
+            "nsenter".into(),
+            format!("--mount=/proc/{pid}/ns/mnt").into(),
+            format!("--pid=/proc/{pid}/ns/pid_for_children").into(),
+            "--".into(),
+        ]
+    }
+
+    fn run(&self, rule: &Rule, extra: &[&str]) -> PluginResult {
+        let r = npd_plugin::run(rule, Path::new(FAULTLINE), extra, &self.enter());
+        eprintln!(
+            "{}: {:?} {:?} in {:?}",
+            rule.detector(),
+            r.status,
+            r.message,
+            r.elapsed
+        );
+        r
+    }
+}
+
+#[test]
+fn every_rule_is_ok_on_a_healthy_node() {
+    require_runnable();
+    let node = Node::start("");
+    let healthy_log = kmsg_fixture("kmsg-dmesg-T.txt");
+    for rule in all_rules() {
+        // A real capture whose warnings are older than the rule's `--since 1h`.
+        let extra = match rule.detector() {
+            "ext4-index-full" => vec!["--kmsg-file", healthy_log.to_str().unwrap()],
+            _ => vec![],
+        };
+        let r = node.run(&rule, &extra);
+        assert_eq!(
+            (r.status, r.message.as_str()),
+            (
+                Status::Ok,
+                format!("OK: {} found no problem", rule.detector()).as_str()
+            ),
+            "{rule:?}"
+        );
+    }
+}
+
+/// A file bound into a "container" (its own mount namespace inside the node) at a
+/// kubelet-like path, then replaced on the node with rename(2), as `mv -f` and config
+/// management tools do.
+#[test]
+fn stale_bind_rule_is_nonok_and_names_the_bind() {
+    require_runnable();
+    const TARGET: &str =
+        "pods/0f5ac4e2-4d36-4a53-9f1e-1d1cf5f2f7a0/volumes/kubernetes.io~configmap/config/data.txt";
+    let node = Node::start(&format!(
+        r#"
+mkdir -p "$1/{parent}"
+echo version1 > "$1/data.txt"; : > "$1/{TARGET}"
+unshare -m --propagation private sh -c 'mount --bind "$1/data.txt" "$1/{TARGET}" && touch "$1/held" && exec sleep 600' sh "$1" &
+i=0; until [ -e "$1/held" ]; do i=$((i+1)); [ $i -lt 400 ] || exit 1; sleep 0.05; done
+"#,
+        parent = Path::new(TARGET).parent().unwrap().display()
+    ));
+    let rule = rule("stale-bind");
+    assert_eq!(node.run(&rule, &[]).status, Status::Ok, "before the rename");
+
+    std::fs::write(node.path("new.txt"), "version2\n").unwrap();
+    std::fs::rename(node.path("new.txt"), node.path("data.txt")).unwrap();
+    let r = node.run(&rule, &[]);
+    assert_eq!(r.status, Status::NonOk, "{r:?}");
+    let dir = node.dir.path().display().to_string();
+    assert!(
+        r.message.starts_with(&format!("stale bind {}", &dir[..5])),
+        "{r:?}"
+    );
+    assert!(r.message.ends_with("/…/data.txt"), "{r:?}");
+    assert!(r.message.len() <= rule.max_output_length, "{r:?}");
+}
+
+/// Debian's bindfs, a FUSE daemon faultline did not write, SIGKILLed under its mount (the
+/// kernel answers ENOTCONN at once), then SIGSTOPped instead (every request waits for an
+/// answer that never comes); a second bindfs mount stays healthy. The rule must answer
+/// inside NPD's timeout, which a stat of the hung mount is bounded in a child for: past the
+/// timeout NPD kills the plugin and the answer is a "Timeout when running plugin" Unknown.
+#[test]
+fn dead_fuse_rule_is_nonok_within_the_timeout() {
+    require_runnable();
+    common::require(&[
+        Requirement::binary("bindfs", "bindfs"),
+        Requirement::binary("mountpoint", "util-linux"),
+        Requirement::Path {
+            path: "/dev/fuse",
+            why: "the FUSE device (modprobe fuse)",
+        },
+    ]);
+    let setup = r#"
+mkdir "$1/src" "$1/dead" "$1/live"
+bindfs -f "$1/src" "$1/dead" & dead=$!
+bindfs -f "$1/src" "$1/live" &
+i=0; until mountpoint -q "$1/dead" && mountpoint -q "$1/live"; do
+  i=$((i+1)); [ $i -lt 400 ] || exit 1; sleep 0.05
+done
+"#;
+    let rule = rule("dead-fuse");
+    let healthy = Node::start(setup);
+    assert_eq!(
+        healthy.run(&rule, &[]).status,
+        Status::Ok,
+        "live bindfs mounts"
+    );
+    drop(healthy);
+
+    let node = Node::start(&format!("{setup}\nkill -9 $dead; wait $dead || true"));
+    let r = node.run(&rule, &[]);
+    assert_eq!(r.status, Status::NonOk, "{r:?}");
+    assert_eq!(
+        r.message,
+        format!("dead FUSE mount {}", node.path("dead").display()),
+        "{r:?}"
+    );
+    drop(node);
+
+    let node = Node::start(&format!("{setup}\nkill -STOP $dead"));
+    let r = node.run(&rule, &[]);
+    assert_eq!(r.status, Status::NonOk, "{r:?}");
+    assert_eq!(
+        r.message,
+        format!("hung FUSE mount {}", node.path("dead").display()),
+        "{r:?}"
+    );
+}
+
+/// Real captured kernel logs of a directory whose index filled (dmesg's times since boot
+/// cannot be placed against `--since 1h`, so they count).
+#[test]
+fn ext4_index_full_rule_is_nonok_on_a_log_with_index_full_warnings() {
+    require_runnable();
+    let node = Node::start("");
+    let rule = rule("ext4-index-full");
+    let log = kmsg_fixture("kmsg-dmesg.txt");
+    let r = node.run(&rule, &["--kmsg-file", log.to_str().unwrap()]);
+    assert_eq!(r.status, Status::NonOk, "{r:?}");
+    assert!(
+        r.message
+            .starts_with("ext4 dir index was full: inode 12 on loop0, file system "),
+        "{r:?}"
+    );
+    assert!(
+        r.message.ends_with(" more)"),
+        "the other file systems are counted: {r:?}"
+    );
+}
+
+/// NPD's side of the contract, checked on the runner itself: a plugin past its timeout is
+/// killed with its process group and reported Unknown.
+#[test]
+fn the_runner_kills_at_the_timeout_like_npd() {
+    let mut r = rule("stale-bind");
+    r.timeout = Duration::from_millis(300);
+    r.path = PathBuf::from("/bin/sh");
+    r.args = vec!["-c".into(), "echo started; sleep 30 & wait".into()];
+    let out = npd_plugin::run(&r, Path::new("/bin/sh"), &[], &[]);
+    assert_eq!(out.status, Status::Unknown, "{out:?}");
+    assert!(
+        out.message.starts_with("Timeout when running plugin"),
+        "{out:?}"
+    );
+    assert!(out.elapsed < Duration::from_secs(10), "{out:?}");
+}
