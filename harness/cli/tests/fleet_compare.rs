@@ -23,10 +23,14 @@ const KERNELS: [&str; 3] = [
 
 fn results() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fleet");
-    ["result-debian-6.1.json", "result-debian-6.12.json", "result-host.json"]
-        .iter()
-        .map(|f| dir.join(f))
-        .collect()
+    [
+        "result-debian-6.1.json",
+        "result-debian-6.12.json",
+        "result-host.json",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect()
 }
 
 fn compare(extra: &[&str]) -> Output {

@@ -15,15 +15,14 @@
 
 #[allow(dead_code)] // the helpers the check_* tests use
 mod common;
+mod node;
 mod npd_plugin;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use faultline_core::Requirement;
-use faultline_sys::ChildGroup;
+use node::Node;
 use npd_plugin::{config, rules, PluginResult, Rule, Status, CONFIGS};
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
@@ -55,79 +54,18 @@ fn kmsg_fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A node: a process that is pid 1 of its own pid namespace, with its own mount namespace
-/// and /proc, after `setup` (a shell script; `$1` is the test's directory) has run in it.
-/// Killed, with everything in it, when dropped; the directory goes after it.
-struct Node {
-    init: ChildGroup,
-    dir: tempfile::TempDir,
+/// A rule run inside `node` as NPD would run it there.
+fn run_in(node: &Node, rule: &Rule, extra: &[&str]) -> PluginResult {
+    let r = npd_plugin::run(rule, Path::new(FAULTLINE), extra, &node.enter());
+    eprintln!(
+        "{}: {:?} {:?} in {:?}",
+        rule.detector(),
+        r.status,
+        r.message,
+        r.elapsed
+    );
+    r
 }
-
-/// Mounts an ext4 file system at /var/lib/kubelet (on a tmpfs over /var/lib, all inside the
-/// node's mount namespace), as on a node whose kubelet directory is on ext4: the
-/// htree-capacity rule measures /var/lib/kubelet/pods.
-const KUBELET_ON_EXT4: &str = r#"
-mount -t tmpfs tmpfs /var/lib
-mkdir -p /var/lib/kubelet
-truncate -s 16M "$1/kubelet.img"
-mkfs.ext4 -q -F "$1/kubelet.img"
-mount -o loop "$1/kubelet.img" /var/lib/kubelet
-mkdir /var/lib/kubelet/pods
-"#;
-
-impl Node {
-    fn start(setup: &str) -> Node {
-        let dir = tempfile::Builder::new()
-            .prefix("npd-node")
-            .tempdir()
-            .unwrap();
-        let script = format!("set -e\n{KUBELET_ON_EXT4}\n{setup}\necho ready\nexec sleep 600\n");
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--mount",
-            "--propagation",
-            "private",
-        ])
-        .args(["sh", "-c", &script, "sh"])
-        .arg(dir.path())
-        .stdout(Stdio::piped());
-        let mut init = ChildGroup::spawn("npd node", &mut cmd).expect("failed to spawn unshare");
-        common::wait_ready(&mut init, "npd node", Duration::from_secs(30));
-        Node { init, dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `nsenter` into the node's mount namespace and, for the command it starts, its pid
-    /// namespace (unshare's own pid namespace is the host's; its children's is the node's).
-    fn enter(&self) -> Vec<OsString> {
-        let pid = self.init.pid();
-        vec![
-            "nsenter".into(),
-            format!("--mount=/proc/{pid}/ns/mnt").into(),
-            format!("--pid=/proc/{pid}/ns/pid_for_children").into(),
-            "--".into(),
-        ]
-    }
-
-    fn run(&self, rule: &Rule, extra: &[&str]) -> PluginResult {
-        let r = npd_plugin::run(rule, Path::new(FAULTLINE), extra, &self.enter());
-        eprintln!(
-            "{}: {:?} {:?} in {:?}",
-            rule.detector(),
-            r.status,
-            r.message,
-            r.elapsed
-        );
-        r
-    }
-}
-
 #[test]
 fn every_rule_is_ok_on_a_healthy_node() {
     require_runnable();
@@ -139,7 +77,7 @@ fn every_rule_is_ok_on_a_healthy_node() {
             "ext4-index-full" => vec!["--kmsg-file", healthy_log.to_str().unwrap()],
             _ => vec![],
         };
-        let r = node.run(&rule, &extra);
+        let r = run_in(&node, &rule, &extra);
         assert_eq!(
             (r.status, r.message.as_str()),
             (
@@ -157,23 +95,16 @@ fn every_rule_is_ok_on_a_healthy_node() {
 #[test]
 fn stale_bind_rule_is_nonok_and_names_the_bind() {
     require_runnable();
-    const TARGET: &str =
-        "pods/0f5ac4e2-4d36-4a53-9f1e-1d1cf5f2f7a0/volumes/kubernetes.io~configmap/config/data.txt";
-    let node = Node::start(&format!(
-        r#"
-mkdir -p "$1/{parent}"
-echo version1 > "$1/data.txt"; : > "$1/{TARGET}"
-unshare -m --propagation private sh -c 'mount --bind "$1/data.txt" "$1/{TARGET}" && touch "$1/held" && exec sleep 600' sh "$1" &
-i=0; until [ -e "$1/held" ]; do i=$((i+1)); [ $i -lt 400 ] || exit 1; sleep 0.05; done
-"#,
-        parent = Path::new(TARGET).parent().unwrap().display()
-    ));
+    let node = Node::start(&node::bound_file_setup());
     let rule = rule("stale-bind");
-    assert_eq!(node.run(&rule, &[]).status, Status::Ok, "before the rename");
+    assert_eq!(
+        run_in(&node, &rule, &[]).status,
+        Status::Ok,
+        "before the rename"
+    );
 
-    std::fs::write(node.path("new.txt"), "version2\n").unwrap();
-    std::fs::rename(node.path("new.txt"), node.path("data.txt")).unwrap();
-    let r = node.run(&rule, &[]);
+    node.replace_bound_file();
+    let r = run_in(&node, &rule, &[]);
     assert_eq!(r.status, Status::NonOk, "{r:?}");
     let dir = node.dir.path().display().to_string();
     assert!(
@@ -211,14 +142,14 @@ done
     let rule = rule("dead-fuse");
     let healthy = Node::start(setup);
     assert_eq!(
-        healthy.run(&rule, &[]).status,
+        run_in(&healthy, &rule, &[]).status,
         Status::Ok,
         "live bindfs mounts"
     );
     drop(healthy);
 
     let node = Node::start(&format!("{setup}\nkill -9 $dead; wait $dead || true"));
-    let r = node.run(&rule, &[]);
+    let r = run_in(&node, &rule, &[]);
     assert_eq!(r.status, Status::NonOk, "{r:?}");
     assert_eq!(
         r.message,
@@ -228,7 +159,7 @@ done
     drop(node);
 
     let node = Node::start(&format!("{setup}\nkill -STOP $dead"));
-    let r = node.run(&rule, &[]);
+    let r = run_in(&node, &rule, &[]);
     assert_eq!(r.status, Status::NonOk, "{r:?}");
     assert_eq!(
         r.message,
@@ -245,7 +176,7 @@ fn ext4_index_full_rule_is_nonok_on_a_log_with_index_full_warnings() {
     let node = Node::start("");
     let rule = rule("ext4-index-full");
     let log = kmsg_fixture("kmsg-dmesg.txt");
-    let r = node.run(&rule, &["--kmsg-file", log.to_str().unwrap()]);
+    let r = run_in(&node, &rule, &["--kmsg-file", log.to_str().unwrap()]);
     assert_eq!(r.status, Status::NonOk, "{r:?}");
     assert!(
         r.message
