@@ -145,16 +145,20 @@ fn check(args: Args, format: Format) -> Result<ExitCode, UsageError> {
         Format::Prometheus => print!("{}", prometheus::exposition(&outcomes)),
     }
     if let Some(dir) = &args.textfile {
-        let text = prometheus::exposition(&outcomes);
-        textfile::write(dir, textfile::NAME, text.as_bytes()).map_err(|e| {
-            UsageError(format!(
-                "failed to write {}: {}",
-                dir.join(textfile::NAME).display(),
-                faultline_sys::error_chain(&e)
-            ))
-        })?;
+        write_textfile(dir, &outcomes)?;
     }
     Ok(ExitCode::from(exit_code(!findings.is_empty(), incomplete)))
+}
+
+fn write_textfile(dir: &std::path::Path, outcomes: &[Checked]) -> Result<(), UsageError> {
+    let text = prometheus::exposition(outcomes);
+    textfile::write(dir, textfile::NAME, text.as_bytes()).map_err(|e| {
+        UsageError(format!(
+            "failed to write {}: {}",
+            dir.join(textfile::NAME).display(),
+            faultline_sys::error_chain(&e)
+        ))
+    })
 }
 
 /// node-problem-detector's rule: a problem found is a problem (1) even when something else

@@ -250,7 +250,8 @@ fn npd_configs_pass_npd_validation() {
 #[test]
 fn npd_validation_rejects_broken_configs() {
     let good = config(CONFIGS[0]);
-    let breakages: [(&str, fn(&mut Value)); 6] = [
+    type Breakage = (&'static str, fn(&mut Value));
+    let breakages: [Breakage; 6] = [
         ("plugin", |c| c["plugin"] = "script".into()),
         ("rule timeout", |c| c["rules"][0]["timeout"] = "6s".into()),
         ("duration", |c| {

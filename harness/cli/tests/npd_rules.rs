@@ -9,9 +9,9 @@
 //! Two reasons: on this test machine the host's pid 1 cannot be read even by root, so a
 //! host-wide check is honestly partial (Unknown), never OK; and other tests on the machine
 //! plant faults of their own at any time. In the namespace every process is readable and
-//! the only faults are the ones the test makes. The kernel log is not namespaced: the
-//! ext4-index-full rule reads real captures (`--kmsg-file`, appended) instead of this
-//! machine's log, which other tests fill with index-full warnings.
+//! the only faults are the ones the test makes. The kernel log is not namespaced: on the
+//! healthy node the ext4-index-full rule reads a real capture (`--kmsg-file`, appended)
+//! instead of this machine's log, which other tests fill with index-full warnings.
 
 #[allow(dead_code)] // the helpers the check_* tests use
 mod common;
@@ -72,7 +72,8 @@ fn every_rule_is_ok_on_a_healthy_node() {
     let node = Node::start("");
     let healthy_log = kmsg_fixture("kmsg-dmesg-T.txt");
     for rule in all_rules() {
-        // A real capture whose warnings are older than the rule's `--since 1h`.
+        // A real capture (`dmesg -T`, taken on 2026-11-22) whose warnings are older than the
+        // rule's `--since 1h` on a machine whose clock is past that date.
         let extra = match rule.detector() {
             "ext4-index-full" => vec!["--kmsg-file", healthy_log.to_str().unwrap()],
             _ => vec![],
@@ -168,25 +169,31 @@ done
     );
 }
 
-/// Real captured kernel logs of a directory whose index filled (dmesg's times since boot
-/// cannot be placed against `--since 1h`, so they count).
+/// The node's kubelet directory (ext4 without large_dir) filled until creates fail: the
+/// kernel logs `index full` now, and the ext4-index-full rule (the live kernel log, the last
+/// hour) reports the directory as failing creates; htree-capacity's temporary rule, which
+/// measures that very directory, reports it full.
 #[test]
-fn ext4_index_full_rule_is_nonok_on_a_log_with_index_full_warnings() {
+fn ext4_rules_are_nonok_when_the_kubelet_directory_index_fills() {
     require_runnable();
+    common::require(&[Requirement::Path {
+        path: "/dev/kmsg",
+        why: "the kernel log",
+    }]);
     let node = Node::start("");
-    let rule = rule("ext4-index-full");
-    let log = kmsg_fixture("kmsg-dmesg.txt");
-    let r = run_in(&node, &rule, &["--kmsg-file", log.to_str().unwrap()]);
+    node.fill_index("/var/lib/kubelet/pods");
+    let r = run_in(&node, &rule("ext4-index-full"), &[]);
     assert_eq!(r.status, Status::NonOk, "{r:?}");
+    // Other tests on this machine leave index-full warnings of their own in the kernel log:
+    // they are history, and the failing directory leads.
     assert!(
         r.message
-            .starts_with("ext4 dir index was full: inode 12 on loop0, file system "),
+            .starts_with("ext4 dir index full, creates fail: /var/lib/kubelet/pods"),
         "{r:?}"
     );
-    assert!(
-        r.message.ends_with(" more)"),
-        "the other file systems are counted: {r:?}"
-    );
+    let r = run_in(&node, &rule("htree-capacity"), &[]);
+    assert_eq!(r.status, Status::NonOk, "{r:?}");
+    assert_eq!(r.message, "ext4 dir index 100% full: /var/lib/kubelet/pods");
 }
 
 /// NPD's side of the contract, checked on the runner itself: a plugin past its timeout is

@@ -24,12 +24,14 @@ pub struct Node {
 
 /// Mounts an ext4 file system at /var/lib/kubelet (on a tmpfs over /var/lib, all inside the
 /// node's mount namespace), as on a node whose kubelet directory is on ext4: the
-/// htree-capacity rule measures /var/lib/kubelet/pods.
+/// htree-capacity rule measures /var/lib/kubelet/pods. 1 KiB blocks, no `large_dir` and
+/// enough inodes that a test can fill a directory's index in a second or two
+/// ([`Node::fill_index`]).
 const KUBELET_ON_EXT4: &str = r#"
 mount -t tmpfs tmpfs /var/lib
 mkdir -p /var/lib/kubelet
-truncate -s 16M "$1/kubelet.img"
-mkfs.ext4 -q -F "$1/kubelet.img"
+truncate -s 24M "$1/kubelet.img"
+mkfs.ext4 -q -F -b 1024 -N 30000 -m 0 -O ^large_dir "$1/kubelet.img"
 mount -o loop "$1/kubelet.img" /var/lib/kubelet
 mkdir /var/lib/kubelet/pods
 "#;
@@ -72,6 +74,25 @@ impl Node {
             format!("--pid=/proc/{pid}/ns/pid_for_children").into(),
             "--".into(),
         ]
+    }
+
+    /// `path` (absolute, as the node sees it) from outside the node, through its root.
+    pub fn inside(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.init.pid())).join(path.trim_start_matches('/'))
+    }
+
+    /// Creates files with long names in `dir` (as the node sees it) until the kernel refuses
+    /// with ENOSPC: the directory's htree index is full (the kernel logs `index full`).
+    pub fn fill_index(&self, dir: &str) {
+        let dir = self.inside(dir);
+        for i in 0..100_000u32 {
+            let name = format!("{i:08}-{}", "x".repeat(246));
+            if let Err(e) = std::fs::File::create_new(dir.join(name)) {
+                assert_eq!(e.raw_os_error(), Some(28), "ENOSPC expected: {e}");
+                return;
+            }
+        }
+        panic!("the index of {} never filled", dir.display());
     }
 
     /// Replaces the file [`bound_file_setup`] bound, on the node, with rename(2) (what
