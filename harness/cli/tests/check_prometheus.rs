@@ -7,6 +7,7 @@
 
 #[allow(dead_code)] // the helpers the check_* tests use
 mod common;
+#[allow(dead_code)] // helpers the NPD rule tests use
 mod node;
 
 use std::io::{Read, Write};
