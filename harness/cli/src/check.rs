@@ -1,10 +1,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use faultline_detect::kernel_log::{self, Spool};
-use faultline_detect::{CheckInput, Detector, DetectorReport, Finding};
+use faultline_detect::{CheckInput, Detector, Finding};
 use serde_json::json;
 
+use crate::check_format::{npd, prometheus, textfile, Checked, Format, Outcome};
 use crate::{fail_usage, UsageError};
 
 /// The exit codes of node-problem-detector's custom plugin protocol (0 OK, 1 NonOK, 2
@@ -21,9 +23,18 @@ Environment: FAULTLINE_SHIM_GRACE_SECS (orphan-shim: how long a shim containerd 
 pub struct Args {
     /// Detectors to run (default: all that apply here).
     names: Vec<String>,
-    /// Print `{"findings": [...], "detectors": [...]}` as JSON.
-    #[arg(long)]
+    /// How to print the answer: `text` for people; `json`; `npd`, one line of at most 80
+    /// bytes for node-problem-detector's custom plugin monitor (exit 0 OK, 1 problem, 2
+    /// unknown); `prometheus`, the text exposition format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// The same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// Also write the metrics (as `--format prometheus` prints them) to DIR/faultline.prom,
+    /// atomically, for node_exporter's textfile collector.
+    #[arg(long, value_name = "DIR")]
+    textfile: Option<PathBuf>,
     /// Read a saved kernel log (dmesg, dmesg -T, journalctl -k) instead of /dev/kmsg; `-` (or a
     /// pipe, `<(journalctl -k)`) is read as a stream.
     #[arg(long, value_name = "FILE")]
@@ -39,15 +50,17 @@ pub struct Args {
     path: Vec<PathBuf>,
 }
 
-/// What became of one detector.
-enum Outcome {
-    NotRun(String),
-    Ran(DetectorReport),
-    /// It failed; the other detectors' answers still stand.
-    Failed(String),
+pub fn run(args: Args) -> Result<ExitCode, UsageError> {
+    let format = if args.json { Format::Json } else { args.format };
+    let result = check(args, format);
+    // node-problem-detector shows stdout only: a check that could not start says why there.
+    if let (Format::Npd, Err(UsageError(why))) = (format, &result) {
+        println!("{}", npd::unknown(why));
+    }
+    result
 }
 
-pub fn run(args: Args) -> Result<ExitCode, UsageError> {
+fn check(args: Args, format: Format) -> Result<ExitCode, UsageError> {
     let all = faultline_detect::all();
     let valid: Vec<&str> = all.iter().map(|d| d.name()).collect();
     let named: Vec<&dyn Detector> = args
@@ -70,6 +83,11 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
     for p in &args.path {
         if !p.is_dir() {
             return fail_usage(format!("--path {}: not a directory", p.display()));
+        }
+    }
+    if let Some(d) = &args.textfile {
+        if !d.is_dir() {
+            return fail_usage(format!("--textfile {}: not a directory", d.display()));
         }
     }
     let mut input = CheckInput {
@@ -97,6 +115,7 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
 
     let mut outcomes = Vec::new();
     for d in chosen {
+        let start = Instant::now();
         let outcome = match d.applicable(&input) {
             Err(reason) if explicit => return fail_usage(format!("{}: {reason}", d.name())),
             Err(reason) => Outcome::NotRun(reason),
@@ -105,27 +124,43 @@ pub fn run(args: Args) -> Result<ExitCode, UsageError> {
                 Err(e) => Outcome::Failed(faultline_sys::error_chain(&e)),
             },
         };
-        outcomes.push((d.name(), outcome));
+        let elapsed = start.elapsed();
+        outcomes.push(Checked {
+            name: d.name(),
+            outcome,
+            elapsed,
+        });
     }
     let findings: Vec<&Finding> = outcomes
         .iter()
-        .filter_map(|(_, o)| match o {
+        .filter_map(|c| match &c.outcome {
             Outcome::Ran(r) => Some(&r.findings),
             _ => None,
         })
         .flatten()
         .collect();
-    let incomplete = outcomes.iter().any(|(_, o)| match o {
-        Outcome::Ran(r) => r.is_partial(),
-        Outcome::Failed(_) => true,
-        Outcome::NotRun(_) => false,
-    });
-    if args.json {
-        print_json(&findings, &outcomes);
-    } else {
-        print_text(&findings, &outcomes, incomplete);
+    let incomplete = outcomes.iter().any(Checked::incomplete);
+    match format {
+        Format::Text => print_text(&findings, &outcomes, incomplete),
+        Format::Json => print_json(&findings, &outcomes),
+        Format::Npd => println!("{}", npd::line(&outcomes)),
+        Format::Prometheus => print!("{}", prometheus::exposition(&outcomes)),
+    }
+    if let Some(dir) = &args.textfile {
+        write_textfile(dir, &outcomes)?;
     }
     Ok(ExitCode::from(exit_code(!findings.is_empty(), incomplete)))
+}
+
+fn write_textfile(dir: &std::path::Path, outcomes: &[Checked]) -> Result<(), UsageError> {
+    let text = prometheus::exposition(outcomes);
+    textfile::write(dir, textfile::NAME, text.as_bytes()).map_err(|e| {
+        UsageError(format!(
+            "failed to write {}: {}",
+            dir.join(textfile::NAME).display(),
+            faultline_sys::error_chain(&e)
+        ))
+    })
 }
 
 /// node-problem-detector's rule: a problem found is a problem (1) even when something else
@@ -138,9 +173,10 @@ fn exit_code(found: bool, incomplete: bool) -> u8 {
     }
 }
 
-fn print_json(findings: &[&Finding], outcomes: &[(&str, Outcome)]) {
+fn print_json(findings: &[&Finding], outcomes: &[Checked]) {
     let detectors: Vec<serde_json::Value> = outcomes
         .iter()
+        .map(|c| (c.name, &c.outcome))
         .map(|(name, o)| match o {
             Outcome::NotRun(reason) => json!({"name": name, "ran": false, "reason": reason}),
             Outcome::Failed(error) => json!({"name": name, "ran": true, "error": error}),
@@ -167,9 +203,9 @@ fn print_json(findings: &[&Finding], outcomes: &[(&str, Outcome)]) {
 
 /// The answer on stdout (findings, or that there are none, and what could not be looked at);
 /// detectors that failed or did not run on stderr, one line each.
-fn print_text(findings: &[&Finding], outcomes: &[(&str, Outcome)], incomplete: bool) {
-    for (_, o) in outcomes {
-        if let Outcome::Ran(r) = o {
+fn print_text(findings: &[&Finding], outcomes: &[Checked], incomplete: bool) {
+    for c in outcomes {
+        if let Outcome::Ran(r) = &c.outcome {
             print!("{}", measurement_lines(&r.measurements));
         }
     }
@@ -181,8 +217,8 @@ fn print_text(findings: &[&Finding], outcomes: &[(&str, Outcome)], incomplete: b
     } else {
         println!("no findings");
     }
-    for (name, o) in outcomes {
-        match o {
+    for Checked { name, outcome, .. } in outcomes {
+        match outcome {
             Outcome::Ran(r) => {
                 for u in &r.unreadable {
                     println!("partial: {name}: {u}");

@@ -4,6 +4,7 @@
 //! SIGINT/SIGTERM.
 
 mod check;
+mod check_format;
 mod compare;
 mod list;
 mod report;
