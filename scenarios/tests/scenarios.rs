@@ -3,9 +3,14 @@
 //! is never a pass); a `fail` or `error` fails the trial with the scenario's reason.
 //! Scenarios run one at a time unless `--test-threads` says otherwise: several share the
 //! kernel log, and their timing assertions need the machine's cores.
+//!
+//! `FAULTLINE_TEST_OCI=crun` (a name on PATH or a path) makes that OCI runtime the runtime
+//! under test, as `faultline run --runtime oci=…` would; `FAULTLINE_TEST_VM=1` runs every
+//! scenario in the VM (`FAULTLINE_TEST_KERNEL`), not only the VM-only ones.
 
 use faultline_core::backend::{needs_vm, Backend, NamespaceBackend};
 use faultline_core::runner::RunOptions;
+use faultline_core::runtime_under_test::{RuntimeUnderTest, RuntimeVersions};
 use faultline_core::{Scenario, ScenarioResult, Status};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -26,8 +31,13 @@ fn main() {
         .into_iter()
         .map(|s| {
             Trial::ignorable_test(s.name(), move || {
+                let runtime = match runtime_from_env() {
+                    Ok(r) => r,
+                    Err(e) => return Err(Failed::from(e)),
+                };
                 let opts = RunOptions {
                     log: std::env::var("FAULTLINE_LOG").unwrap_or_else(|_| "warn".into()),
+                    runtime,
                     ..RunOptions::default()
                 };
                 let r = match backend_for(s) {
@@ -63,7 +73,7 @@ fn main() {
 /// `debian:6.1`, fetched into the cache on first use) and runs there; `None` (a skip) only
 /// when qemu is not installed. Everything else runs in namespaces here.
 fn backend_for(s: &dyn Scenario) -> Result<Option<Box<dyn Backend>>, String> {
-    if !needs_vm(s) {
+    if !needs_vm(s) && std::env::var_os("FAULTLINE_TEST_VM").is_none() {
         return Ok(Some(Box::new(NamespaceBackend)));
     }
     if !vm::qemu::qemu_available() {
@@ -95,4 +105,31 @@ fn run_on(backend: &dyn Backend, s: &'static dyn Scenario, opts: &RunOptions) ->
             ),
         ),
     }
+}
+
+/// The runtime under test `FAULTLINE_TEST_OCI` names: its OCI runtime with its version, and
+/// containerd from PATH (the OCI scenarios do not use it).
+fn runtime_from_env() -> Result<Option<RuntimeUnderTest>, String> {
+    let Some(oci) = std::env::var_os("FAULTLINE_TEST_OCI") else {
+        return Ok(None);
+    };
+    let given = std::path::PathBuf::from(&oci);
+    let oci = if given.components().count() > 1 {
+        given
+    } else {
+        faultline_sys::path::find_on_path(&given.to_string_lossy())
+            .ok_or_else(|| format!("FAULTLINE_TEST_OCI: {} is not on PATH", given.display()))?
+    };
+    let version = faultline_runtime::select::version_line(&oci)
+        .map_err(|e| format!("FAULTLINE_TEST_OCI: {e}"))?;
+    Ok(Some(RuntimeUnderTest {
+        spec: format!("oci={}", oci.display()),
+        containerd: faultline_sys::path::find_on_path("containerd")
+            .unwrap_or_else(|| "/usr/bin/containerd".into()),
+        oci,
+        versions: RuntimeVersions {
+            containerd: String::new(),
+            oci: version,
+        },
+    }))
 }

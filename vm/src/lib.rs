@@ -211,7 +211,7 @@ pub fn build_initramfs(
     request: &GuestRequest,
     out: &std::path::Path,
 ) -> Result<u64, VmError> {
-    let needs = GuestNeeds::for_scenarios(scenarios);
+    let needs = GuestNeeds::for_scenarios(scenarios, request.runtime.as_ref());
     for missing in &needs.missing_binaries {
         tracing::warn!("{missing} is required but not installed on the host; the guest will skip what needs it");
     }
@@ -219,7 +219,10 @@ pub fn build_initramfs(
     fs.busybox()?;
     fs.running_executable(GUEST_BINARY)?;
     for b in &needs.binaries {
-        fs.binary(b)?;
+        // busybox is already there.
+        if !fs.contains(&b.to_string_lossy()) {
+            fs.binary(b)?;
+        }
     }
     needs.add_support_files(&mut fs)?;
     let wanted: Vec<&str> = needs.modules.iter().map(String::as_str).collect();
