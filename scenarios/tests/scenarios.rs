@@ -3,6 +3,10 @@
 //! is never a pass); a `fail` or `error` fails the trial with the scenario's reason.
 //! Scenarios run one at a time unless `--test-threads` says otherwise: several share the
 //! kernel log, and their timing assertions need the machine's cores.
+//!
+//! `FAULTLINE_TEST_RUNTIME=SPEC` (e.g. `oci=crun`, `debian`) picks the runtime under test as
+//! `faultline run --runtime SPEC` would; `FAULTLINE_TEST_VM=1` runs every scenario in the VM
+//! (`FAULTLINE_TEST_KERNEL`), not only the VM-only ones.
 
 use faultline_core::backend::{needs_vm, Backend, NamespaceBackend};
 use std::sync::OnceLock;
@@ -90,7 +94,7 @@ fn runtime_under_test() -> Result<RuntimeUnderTest, String> {
 /// `debian:6.1`, fetched into the cache on first use) and runs there; `None` (a skip) only
 /// when qemu is not installed. Everything else runs in namespaces here.
 fn backend_for(s: &dyn Scenario) -> Result<Option<Box<dyn Backend>>, String> {
-    if !needs_vm(s) {
+    if !needs_vm(s) && std::env::var_os("FAULTLINE_TEST_VM").is_none() {
         return Ok(Some(Box::new(NamespaceBackend)));
     }
     if !vm::qemu::qemu_available() {

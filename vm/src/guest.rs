@@ -28,6 +28,9 @@ fn entry(_args: &[std::ffi::OsString]) -> i32 {
         "{INIT_MARKER} uptime={:.3}",
         uptime_ms as f64 / 1000.0
     ));
+    if let Err(e) = leave_rootfs() {
+        console(&format!("faultline-guest: {e}"));
+    }
     if let Err(e) = mount_kernel_filesystems() {
         console(&format!("faultline-guest: {e}"));
     }
@@ -163,6 +166,38 @@ fn uptime_ms() -> u64 {
 struct MountFailed {
     fstype: String,
     target: String,
+    #[source]
+    source: nix::Error,
+}
+
+/// Makes `/` a bind mount of the initramfs instead of the initramfs itself, as switch_root
+/// does with a real root, without copying anything: bind `/` on /mnt, move that mount onto
+/// `/`, chroot into it. OCI runtimes pivot_root(2) into each container's root, and
+/// pivot_root fails with EINVAL while the current root is the initial ramfs ("the current
+/// root is on the rootfs (initial ramfs) mount", pivot_root(2)); a root with a parent mount
+/// is what they expect.
+fn leave_rootfs() -> Result<(), LeaveRootfs> {
+    let at = |step: &'static str| move |source| LeaveRootfs { step, source };
+    let _ = std::fs::create_dir_all("/mnt");
+    mount(
+        Some("/"),
+        "/mnt",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(at("bind / on /mnt"))?;
+    nix::unistd::chdir("/mnt").map_err(at("chdir /mnt"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(at("move /mnt onto /"))?;
+    nix::unistd::chroot(".").map_err(at("chroot"))?;
+    nix::unistd::chdir("/").map_err(at("chdir /"))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to leave the initial ramfs ({step}); OCI runtimes cannot pivot_root here")]
+struct LeaveRootfs {
+    step: &'static str,
     #[source]
     source: nix::Error,
 }

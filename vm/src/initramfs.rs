@@ -180,11 +180,17 @@ impl Initramfs {
         self.binary_at(&stripped, guest)
     }
 
-    /// busybox at /bin/busybox and a symlink for each of its applets that no real binary
-    /// occupies.
+    /// busybox at /bin/busybox (and linked from its host path) and a symlink for each of its
+    /// applets that no real binary occupies.
     pub fn busybox(&mut self) -> Result<(), InitramfsError> {
         let host = faultline_sys::path::find_on_path("busybox").ok_or(InitramfsError::NoBusybox)?;
         self.binary_at(&host, "/bin/busybox")?;
+        // Scenarios that copy busybox into a container root find it on PATH at its host
+        // path: one file, not two.
+        let host_path = host.to_string_lossy();
+        if host_path != "/bin/busybox" {
+            self.symlink(&host_path, "/bin/busybox");
+        }
         let out = Command::new(&host)
             .arg("--list")
             .output()

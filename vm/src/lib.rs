@@ -212,9 +212,12 @@ pub fn build_initramfs(
     request: &GuestRequest,
     out: &std::path::Path,
 ) -> Result<u64, VmError> {
-    let mut needs = GuestNeeds::for_scenarios(scenarios);
-    let runtime = request.runtime.as_ref();
-    if let Some(rt) = runtime.filter(|_| scenarios.iter().any(|s| s.uses_runtime())) {
+    let mut needs = GuestNeeds::for_scenarios(scenarios, request.runtime.as_ref());
+    if let Some(rt) = request
+        .runtime
+        .as_ref()
+        .filter(|_| scenarios.iter().any(|s| s.uses_containerd()))
+    {
         needs.binaries.extend(GuestNeeds::runtime_binaries(rt));
     }
     for missing in &needs.missing_binaries {
@@ -224,7 +227,10 @@ pub fn build_initramfs(
     fs.busybox()?;
     fs.running_executable(GUEST_BINARY)?;
     for b in &needs.binaries {
-        fs.binary(b)?;
+        // busybox is already there.
+        if !fs.contains(&b.to_string_lossy()) {
+            fs.binary(b)?;
+        }
     }
     needs.add_support_files(&mut fs)?;
     let wanted: Vec<&str> = needs.modules.iter().map(String::as_str).collect();

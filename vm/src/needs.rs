@@ -23,19 +23,24 @@ pub struct GuestNeeds {
 }
 
 impl GuestNeeds {
-    pub fn for_scenarios(scenarios: &[&dyn Scenario]) -> GuestNeeds {
+    /// `runtime` is the run's runtime under test: the scenarios that need an OCI runtime get
+    /// that one (else runc from the host's PATH).
+    pub fn for_scenarios(
+        scenarios: &[&dyn Scenario],
+        runtime: Option<&RuntimeUnderTest>,
+    ) -> GuestNeeds {
         let mut needs = GuestNeeds::default();
         // Loop devices are how scenarios build file systems; cheap to carry always.
         needs.add_module("loop");
         for s in scenarios {
             for r in s.requirements() {
-                needs.add_requirement(&r);
+                needs.add_requirement(&r, runtime);
             }
         }
         needs
     }
 
-    pub fn add_requirement(&mut self, r: &Requirement) {
+    pub fn add_requirement(&mut self, r: &Requirement, runtime: Option<&RuntimeUnderTest>) {
         match r {
             Requirement::Binary { name, .. } => match faultline_sys::path::find_on_path(name) {
                 Some(p) => {
@@ -48,6 +53,20 @@ impl GuestNeeds {
             Requirement::Filesystem(fs) => {
                 for m in modules_for_filesystem(fs) {
                     self.add_module(m);
+                }
+            }
+            // At its host path, which is the path the guest's runtime under test names.
+            Requirement::OciRuntime { .. } => {
+                match faultline_core::requirement::oci_runtime_binary(runtime) {
+                    Ok(p) if p.is_file() => {
+                        self.binaries.insert(p);
+                    }
+                    Ok(p) => {
+                        self.missing_binaries.insert(p.display().to_string());
+                    }
+                    Err(_) => {
+                        self.missing_binaries.insert("runc".into());
+                    }
                 }
             }
             _ => {}
@@ -160,9 +179,9 @@ mod tests {
         assert_eq!(modules_for_filesystem("nfs"), ["nfs", "nfsv3"]);
         assert_eq!(modules_for_filesystem("overlay"), ["overlay"]);
         let mut n = GuestNeeds::default();
-        n.add_requirement(&Requirement::Filesystem("nfs"));
-        n.add_requirement(&Requirement::Filesystem("nfs"));
-        n.add_requirement(&Requirement::binary("no-such-binary-here", "nothing"));
+        n.add_requirement(&Requirement::Filesystem("nfs"), None);
+        n.add_requirement(&Requirement::Filesystem("nfs"), None);
+        n.add_requirement(&Requirement::binary("no-such-binary-here", "nothing"), None);
         assert_eq!(n.modules, ["nfs", "nfsv3"]);
         assert!(n.missing_binaries.contains("no-such-binary-here"));
     }
@@ -190,5 +209,23 @@ mod tests {
                 PathBuf::from("/usr/bin/crun"),
             ]
         );
+    }
+
+    #[test]
+    fn the_runtime_under_test_is_carried_at_its_host_path() {
+        let probe: fn(&std::path::Path) -> Result<(), String> = |_| Ok(());
+        let oci = Requirement::OciRuntime { probe };
+        let runtime = |oci: &str| RuntimeUnderTest {
+            spec: "test".into(),
+            containerd: "/usr/bin/containerd".into(),
+            oci: oci.into(),
+            versions: Default::default(),
+        };
+        let mut n = GuestNeeds::default();
+        // Any file stands for the binary here; the builder copies what is named.
+        n.add_requirement(&oci, Some(&runtime("/bin/sh")));
+        assert!(n.binaries.contains(std::path::Path::new("/bin/sh")));
+        n.add_requirement(&oci, Some(&runtime("/no/such/crun")));
+        assert!(n.missing_binaries.contains("/no/such/crun"));
     }
 }

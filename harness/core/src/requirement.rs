@@ -1,11 +1,13 @@
 //! What a scenario or detector needs from the host, checked before anything is built.
 //! A missing requirement becomes a `skip` whose reason names it and how to get it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
 pub use faultline_sys::path::find_on_path;
 use faultline_sys::process::run_bounded;
+
+use crate::runtime_under_test::RuntimeUnderTest;
 
 /// Set in the VM backend's guest, where VM-only scenarios can run.
 pub const GUEST_ENV: &str = "FAULTLINE_VM_GUEST";
@@ -37,6 +39,13 @@ pub enum Requirement {
     },
     /// Only runs inside the disposable VM backend (the host kernel lacks something).
     VmBackend { why: &'static str },
+    /// An OCI runtime that can start a container here: the runtime under test's (`--runtime
+    /// … oci=…`), else runc on PATH. `probe` (faultline-runtime's, which core cannot name)
+    /// tries it and says why not in the runtime's own words; the VM backend copies that
+    /// runtime into the guest.
+    OciRuntime {
+        probe: fn(&Path) -> Result<(), String>,
+    },
 }
 
 impl Requirement {
@@ -45,7 +54,13 @@ impl Requirement {
     }
 
     /// `Ok(())` when met, else the reason the scenario cannot run here and how to fix it.
+    /// [`Requirement::OciRuntime`] is checked against runc on PATH; see [`Self::check_with`].
     pub fn check(&self) -> Result<(), String> {
+        self.check_with(None)
+    }
+
+    /// [`Self::check`] for a run whose runtime under test is `runtime`.
+    pub fn check_with(&self, runtime: Option<&RuntimeUnderTest>) -> Result<(), String> {
         match self {
             Requirement::Root => {
                 if nix::unistd::geteuid().is_root() {
@@ -95,6 +110,7 @@ impl Requirement {
                     ))
                 }
             }
+            Requirement::OciRuntime { probe } => probe(&oci_runtime_binary(runtime)?),
         }
     }
 
@@ -106,13 +122,32 @@ impl Requirement {
             Requirement::Binary { name, .. } => format!("bin:{name}"),
             Requirement::Path { path, .. } => path.to_string(),
             Requirement::VmBackend { .. } => "vm".into(),
+            Requirement::OciRuntime { .. } => "oci-runtime".into(),
         }
+    }
+}
+
+/// The OCI runtime binary a run uses: the runtime under test's, else runc on PATH.
+pub fn oci_runtime_binary(runtime: Option<&RuntimeUnderTest>) -> Result<PathBuf, String> {
+    match runtime {
+        Some(r) => Ok(r.oci.clone()),
+        None => find_on_path("runc").ok_or_else(|| {
+            "needs an OCI runtime: `runc` on PATH (apt-get install runc, or run ci/setup), or one given with --runtime".to_string()
+        }),
     }
 }
 
 /// The first unmet requirement's reason, if any.
 pub fn first_unmet(reqs: &[Requirement]) -> Option<String> {
-    reqs.iter().find_map(|r| r.check().err())
+    first_unmet_with(reqs, None)
+}
+
+/// [`first_unmet`] for a run whose runtime under test is `runtime`.
+pub fn first_unmet_with(
+    reqs: &[Requirement],
+    runtime: Option<&RuntimeUnderTest>,
+) -> Option<String> {
+    reqs.iter().find_map(|r| r.check_with(runtime).err())
 }
 
 pub fn filesystem_available(fs: &str) -> bool {

@@ -233,9 +233,16 @@ pub trait Scenario: Sync {
     }
     /// Whether this scenario drives the container runtime under test (`Context::runtime`):
     /// `faultline run` resolves the default runtime (and fetches it if need be) only when a
-    /// selected scenario does, and the VM's initramfs carries the runtime's binaries only
-    /// for such scenarios.
+    /// selected scenario does, and the VM's initramfs carries the OCI runtime only for such
+    /// scenarios.
     fn uses_runtime(&self) -> bool {
+        false
+    }
+
+    /// Whether it also drives containerd (CRI, shims), not only the OCI runtime: the VM's
+    /// initramfs then carries containerd, its shims and ctr too (about 100 MiB, so only
+    /// when a selected scenario needs them).
+    fn uses_containerd(&self) -> bool {
         false
     }
 

@@ -13,32 +13,39 @@
 //! it: the daemon's mount and each bind made from it (the CSI publish). All of them answer
 //! ENOTCONN from then on. A restarted daemon with `nonempty` (a fusermount/libfuse option; the
 //! kernel lets root mount anywhere) stacks a new mount on the same mount point: the path works
-//! again, but the binds still reference the dead connection, and nothing remakes them. runc
-//! (since CVE-2021-30465) stats the bind source, opens it and the destination with `O_PATH`
-//! and mounts through `/proc/self/fd/N`; on the dead bind that start fails. Which step fails
-//! depends on the kernel: on 6.x the source stat already returns ENOTCONN (older kernels served
-//! it from the attribute cache and failed later, at the procfd mount, as in the report); the
-//! steps are all recorded. No kernel fix: this is how FUSE connections and binds work.
+//! again, but the binds still reference the dead connection, and nothing remakes them. What a
+//! new container then does depends on the OCI runtime and its version (`runtimes`, a table
+//! with the upstream changes): runc stats the bind source and `create` fails with
+//! `error mounting "<src>" to rootfs at "/vol": stat <src>: transport endpoint is not
+//! connected`; crun asks only for the cached file type, makes the bind, and the container
+//! starts with a volume that answers ENOTCONN. No kernel fix: this is how FUSE connections
+//! and binds work.
 //!
 //! Environment: our own FUSE daemon (fuser, mounted through /dev/fuse, passthrough to a
 //! scratch "ceph" directory) as `ceph-fuse` at `var/lib/ceph-fuse`; the CSI publish is a bind
-//! of its `dashboard-folder` to the kubelet path; a container start is the `runc-bind` helper
-//! in its own mount namespace.
+//! of its `dashboard-folder` to the kubelet path. Containers are started by the real OCI
+//! runtime under test (`--runtime … oci=…`, else runc on PATH) with its own `--root` in the
+//! scratch directory: `create` and `start` on a bundle written with the oci-spec crate
+//! (busybox-static root, the kubelet path bound at `/vol` as containerd's CRI plugin passes a
+//! volume), then `exec cat /vol/dashboard.json`. The daemon's attribute cache lifetime is
+//! short and waited out after the kill, as hours pass on a node before the next pod start.
 //!
 //! Variants:
 //! - `kill`: SIGKILL the daemon (the OOM kill). Reproduced when the CSI path answers ENOTCONN
-//!   and a new container start fails.
+//!   and a new container cannot read its volume, stopping where the runtime table says.
 //! - `restart-nonempty`: then start a new daemon on the same mount point with `nonempty`.
-//!   Reproduced when the mount point works again but the CSI path and a container start still
+//!   Reproduced when the mount point works again but the CSI path and a new container still
 //!   fail, and mountinfo shows two mounts stacked on one mount point (the new daemon's on the
 //!   dead one), the bind on the old device.
 //! - `remount` (the fix): unmount the stale CSI bind and the dead mount, restart the daemon on
 //!   the empty mount point (no `nonempty` needed), bind the volume again from the new mount:
-//!   the container starts. Clean.
+//!   the runtime starts the container and it reads the volume. Clean.
 //!
 //! Files: here the layout (build) and the detector run; `variants` the start every variant
-//! shares (daemon killed) and each variant's steps after it (trigger, observe, judge).
+//! shares (daemon killed) and each variant's steps after it (trigger, observe, judge);
+//! `runtimes` what each runtime does with the dead volume.
 
+mod runtimes;
 mod variants;
 
 use std::path::{Path, PathBuf};
@@ -51,7 +58,9 @@ use faultline_core::{
 };
 use faultline_detect::dead_fuse;
 use faultline_fuse::{FuseConfig, FuseDaemon};
-use faultline_runtime::runc_bind::{start_container, ContainerStart};
+use faultline_runtime::oci::{
+    self, start_and_read, unique_id, BindMount, Bundle, BundleSpec, OciRuntime, ReadAttempt,
+};
 use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
 use serde_json::json;
 
@@ -59,6 +68,14 @@ use variants::{kill, remount, restart_nonempty, DeadDaemon, Step};
 
 const POD_UID: &str = "92f2591b-66b5-4843-b7a7-42d0acd2be07";
 const VOLUME: &str = "dashboard-folder";
+/// The volume's file and where the container sees it.
+const FILE: &str = "dashboard.json";
+const CONTENT: &[u8] = b"{\"panels\":[]}\n";
+const IN_CONTAINER: &str = "/vol/dashboard.json";
+/// The daemon's entry and attribute cache lifetime. After the kill the scenario waits it
+/// out: the kernel answers a stat from its cache until then, and a node's next pod start
+/// comes long after the last lookup.
+const ATTR_TTL: Duration = Duration::from_millis(200);
 
 pub struct FuseDaemonRestart;
 
@@ -75,45 +92,57 @@ struct Layout {
     backing: PathBuf,
     ceph_mount: PathBuf,
     csi_target: PathBuf,
-    rootfs: PathBuf,
+    /// The OCI runtime under test, with its state under this variant's directory.
+    oci: OciRuntime,
+    /// The pod's new container: busybox, the CSI path bound at /vol.
+    bundle: Bundle,
 }
 
 impl Layout {
-    fn new(dir: PathBuf) -> anyhow::Result<Layout> {
-        let l = Layout {
-            backing: dir.join("ceph-cluster"),
-            ceph_mount: dir.join("var/lib/ceph-fuse"),
-            csi_target: dir.join(format!(
-                "var/lib/kubelet/pods/{POD_UID}/volumes/kubernetes.io~csi/{VOLUME}/mount"
-            )),
-            rootfs: dir.join("run/containerd/io.containerd.runtime.v2.task/k8s.io/c1/rootfs"),
-            dir,
-        };
-        for d in [
-            &l.backing.join(VOLUME),
-            &l.ceph_mount,
-            &l.csi_target,
-            &l.rootfs,
-        ] {
+    fn new(ctx: &Context, dir: PathBuf) -> anyhow::Result<Layout> {
+        let backing = dir.join("ceph-cluster");
+        let ceph_mount = dir.join("var/lib/ceph-fuse");
+        let csi_target = dir.join(format!(
+            "var/lib/kubelet/pods/{POD_UID}/volumes/kubernetes.io~csi/{VOLUME}/mount"
+        ));
+        for d in [&backing.join(VOLUME), &ceph_mount, &csi_target] {
             std::fs::create_dir_all(d)
                 .with_context(|| format!("failed to create {}", d.display()))?;
         }
-        std::fs::write(
-            l.backing.join(VOLUME).join("dashboard.json"),
-            b"{\"panels\":[]}\n",
+        std::fs::write(backing.join(VOLUME).join(FILE), CONTENT)
+            .context("failed to write the volume's file")?;
+        let binary = oci::oci_runtime_binary(ctx.runtime.as_ref()).map_err(anyhow::Error::msg)?;
+        let oci = OciRuntime::new(&binary, &dir.join("run/oci-runtime"))
+            .context("failed to set up the OCI runtime")?;
+        let bundle = Bundle::create(
+            &dir.join("run/containerd/io.containerd.runtime.v2.task/k8s.io/new-container"),
+            &BundleSpec {
+                args: vec!["/bin/sleep".into(), "600".into()],
+                mounts: vec![BindMount {
+                    source: csi_target.clone(),
+                    destination: "/vol".into(),
+                    read_only: false,
+                }],
+            },
         )
-        .context("failed to write the volume's file")?;
-        Ok(l)
+        .context("failed to write the container's bundle")?;
+        Ok(Layout {
+            dir,
+            backing,
+            ceph_mount,
+            csi_target,
+            oci,
+            bundle,
+        })
     }
 
     fn daemon(&self, nonempty: bool) -> anyhow::Result<FuseDaemon> {
-        FuseDaemon::start(
-            &FuseConfig::new(&self.backing, &self.ceph_mount)
-                .fsname("ceph-fuse")
-                .subtype("ceph-fuse")
-                .nonempty(nonempty),
-        )
-        .context("failed to start the ceph-fuse stand-in")
+        let mut config = FuseConfig::new(&self.backing, &self.ceph_mount)
+            .fsname("ceph-fuse")
+            .subtype("ceph-fuse")
+            .nonempty(nonempty);
+        config.ttl = ATTR_TTL;
+        FuseDaemon::start(&config).context("failed to start the ceph-fuse stand-in")
     }
 
     /// What the CSI node plugin's NodePublishVolume does: bind the volume's directory of the
@@ -123,8 +152,10 @@ impl Layout {
             .context("failed to bind the CSI volume")
     }
 
-    fn start_container(&self) -> anyhow::Result<ContainerStart> {
-        start_container(&self.csi_target, &self.rootfs, "/data").context("container start helper")
+    /// A new container of the pod: create, start, read its volume, delete.
+    fn start_container(&self) -> anyhow::Result<ReadAttempt> {
+        start_and_read(&self.oci, &self.bundle, &unique_id("fdr"), IN_CONTAINER)
+            .context("failed to drive the OCI runtime")
     }
 
     /// mountinfo lines under this variant's directory, as the kernel shows them.
@@ -165,10 +196,7 @@ fn list(path: &Path) -> std::io::Result<()> {
 
 /// Reads the volume through kubelet's path, as the pod's existing containers do.
 fn csi_access(l: &Layout) -> serde_json::Value {
-    access(
-        list(&l.csi_target)
-            .and_then(|_| std::fs::read(l.csi_target.join("dashboard.json")).map(|_| ())),
-    )
+    access(list(&l.csi_target).and_then(|_| std::fs::read(l.csi_target.join(FILE)).map(|_| ())))
 }
 
 impl Scenario for FuseDaemonRestart {
@@ -177,7 +205,12 @@ impl Scenario for FuseDaemonRestart {
     }
 
     fn summary(&self) -> &'static str {
-        "the FUSE daemon (ceph-fuse) dies and is restarted on top (nonempty); CSI binds still point at the dead connection and container starts fail"
+        "the FUSE daemon (ceph-fuse) dies and is restarted on top (nonempty); CSI binds still point at the dead connection and new containers cannot use the volume"
+    }
+
+    /// The OCI runtime under test starts the container (`--runtime ...,oci=`).
+    fn uses_runtime(&self) -> bool {
+        true
     }
 
     fn detectors(&self) -> &'static [&'static str] {
@@ -192,6 +225,8 @@ impl Scenario for FuseDaemonRestart {
                 path: "/dev/fuse",
                 why: "the FUSE device (modprobe fuse; in a container, pass --device /dev/fuse)",
             },
+            Requirement::binary("busybox", "busybox-static"),
+            Requirement::OciRuntime { probe: oci::probe },
         ]
     }
 
@@ -199,17 +234,17 @@ impl Scenario for FuseDaemonRestart {
         vec![
             Variant::new(
                 Kind::Kill,
-                "SIGKILL the daemon (OOM kill): the CSI bind answers ENOTCONN, container starts fail",
+                "SIGKILL the daemon (OOM kill): the CSI bind answers ENOTCONN, a new container cannot read its volume",
                 Expectation::Reproduced,
             ),
             Variant::new(
                 Kind::RestartNonempty,
-                "restart the daemon on the same mount point with nonempty: the mount point works, the CSI bind and container starts still fail",
+                "restart the daemon on the same mount point with nonempty: the mount point works, the CSI bind and new containers still fail",
                 Expectation::Reproduced,
             ),
             Variant::new(
                 Kind::Remount,
-                "unmount the stale bind and the dead mount, restart on an empty mount point, bind again: the container starts",
+                "unmount the stale bind and the dead mount, restart on an empty mount point, bind again: the runtime starts the container and it reads the volume",
                 Expectation::Clean,
             ),
         ]
@@ -221,7 +256,7 @@ impl Scenario for FuseDaemonRestart {
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
         let kind: Kind = variant.kind()?;
-        let l = Layout::new(ctx.variant_dir(variant.name)?)?;
+        let l = Layout::new(ctx, ctx.variant_dir(variant.name)?)?;
         let mut dead = DeadDaemon::build(ctx, &l)?;
         let mut observed = dead.observed.take();
         let step = match kind {
@@ -239,17 +274,22 @@ impl Scenario for FuseDaemonRestart {
         if let Some((key, value)) = detail {
             observed[key] = value;
         }
-        observed["container_start_failed_at"] = json!(start.failed_step());
-        observed["container_start"] = json!(start);
+        let new_container = new_container_evidence(&start);
+        observed["new_container"] = new_container.clone();
         let mounts =
             mounts.unwrap_or_else(|| read_mountinfo(Path::new("/proc"), None).unwrap_or_default());
         observed["mountinfo"] = l.mounts(&mounts);
-        let findings = dead_fuse::scan(
+        let mut findings = dead_fuse::scan(
             Path::new("/proc"),
             std::slice::from_ref(&l.dir),
             dead_fuse::PROBE_LIMIT,
         )
         .context("dead-fuse failed")?;
+        // What the runtime itself said, beside the detector's finding on the kubelet path.
+        let csi = l.csi_target.display().to_string();
+        for f in findings.iter_mut().filter(|f| f.subject == csi) {
+            f.evidence["new_container_in_this_scenario"] = new_container.clone();
+        }
 
         // Newest first: the restarted daemon's mount sits on top of the old one.
         drop(second);
@@ -260,4 +300,25 @@ impl Scenario for FuseDaemonRestart {
             findings,
         })
     }
+}
+
+/// The new container's steps, where it stopped and what the runtime table expects there.
+fn new_container_evidence(start: &ReadAttempt) -> serde_json::Value {
+    let row = runtimes::expected(&start.runtime.name, start.runtime.version);
+    json!({
+        "runtime": start.runtime,
+        "steps": start.steps,
+        "read": start.content,
+        "failed_step": start.failed_step().map(|s| &s.command),
+        "runtime_said": start.failed_step().and_then(|s| s.error.as_deref()),
+        "stopped_at": runtimes::stop_of(start),
+        "runtime_table": row.map(|r| json!({
+            "from": r.from.to_string(),
+            "until": r.until.map(|u| u.to_string()),
+            "stop": r.stop,
+            "says": r.says,
+            "upstream": r.upstream,
+            "seen": r.seen,
+        })),
+    })
 }

@@ -6,11 +6,12 @@ use anyhow::Context as _;
 use faultline_core::guard::Mount;
 use faultline_core::Context;
 use faultline_fuse::FuseDaemon;
-use faultline_runtime::runc_bind::ContainerStart;
+use faultline_runtime::oci::ReadAttempt;
 use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
 use serde_json::json;
 
-use super::{access, csi_access, errno_of, list, Layout, VOLUME};
+use super::runtimes;
+use super::{access, csi_access, errno_of, list, Layout, ATTR_TTL, CONTENT, VOLUME};
 
 /// The state every variant starts from: the daemon ran, the CSI volume was bound from its
 /// mount and a container started; then the daemon was SIGKILLed (the OOM kill).
@@ -28,8 +29,9 @@ impl DeadDaemon {
         let csi_bind = Some(l.csi_publish()?);
         let healthy = l.start_container()?;
         anyhow::ensure!(
-            healthy.started,
-            "a container start on the healthy mount failed: {healthy:?}"
+            healthy.content.as_deref() == Some(&String::from_utf8_lossy(CONTENT)[..]),
+            "a container on the healthy volume did not read it: {}",
+            json!(healthy)
         );
         ctx.progress(format!(
             "ceph-fuse stand-in pid {} on dev {:?}; CSI volume bound; killing the daemon",
@@ -37,6 +39,9 @@ impl DeadDaemon {
             first.dev()
         ));
         first.kill().context("failed to SIGKILL the daemon")?;
+        // The healthy container's lookups filled the attribute cache; a pod start on a node
+        // comes long after it expired.
+        std::thread::sleep(ATTR_TTL * 2);
         let after_kill = csi_access(l);
         // The CSI node plugin's health check of its staging directory.
         let plugin_check = access(list(&l.ceph_mount.join(VOLUME)));
@@ -61,7 +66,7 @@ fn dev_str((major, minor): (u32, u32)) -> String {
 /// What one variant did after the kill.
 pub(super) struct Step {
     pub(super) reproduced: bool,
-    pub(super) start: ContainerStart,
+    pub(super) start: ReadAttempt,
     /// A key of `observed` and its value.
     pub(super) detail: Option<(&'static str, serde_json::Value)>,
     /// The restarted daemon, dropped before the dead one.
@@ -70,11 +75,30 @@ pub(super) struct Step {
     pub(super) mounts: Option<Vec<MountInfo>>,
 }
 
-/// `kill`: the CSI path answers ENOTCONN and a new container start fails.
-pub(super) fn kill(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<Step> {
+/// A new container on the dead volume: it must not read it, and must stop where the runtime
+/// table says this runtime and version stop. A runtime that stops elsewhere is an error with
+/// both named: either the table or the runtime changed, and the table must say which.
+fn dead_volume_start(l: &Layout) -> anyhow::Result<ReadAttempt> {
     let start = l.start_container()?;
+    let id = &start.runtime;
+    let stop = runtimes::stop_of(&start);
+    if let Some(row) = runtimes::expected(&id.name, id.version) {
+        anyhow::ensure!(
+            stop == Some(row.stop),
+            "{id} stopped at {stop:?} on the dead volume, the runtime table expects {:?} ({}); steps: {}",
+            row.stop,
+            row.upstream,
+            json!(start.steps)
+        );
+    }
+    Ok(start)
+}
+
+/// `kill`: the CSI path answers ENOTCONN and a new container cannot read its volume.
+pub(super) fn kill(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<Step> {
+    let start = dead_volume_start(l)?;
     Ok(Step {
-        reproduced: errno_of(&dead.after_kill) == Some(libc::ENOTCONN as i64) && !start.started,
+        reproduced: errno_of(&dead.after_kill) == Some(libc::ENOTCONN as i64) && !start.read(),
         start,
         detail: None,
         second: None,
@@ -92,7 +116,7 @@ pub(super) fn restart_nonempty(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<
     let d = l.daemon(true)?;
     let new_mount = access(list(&l.ceph_mount.join(VOLUME)));
     let csi = csi_access(l);
-    let start = l.start_container()?;
+    let start = dead_volume_start(l)?;
     let now = read_mountinfo(Path::new("/proc"), None).unwrap_or_default();
     let dev = |m: &MountInfo| (m.major, m.minor);
     let on_point: Vec<&MountInfo> = now
@@ -123,7 +147,7 @@ pub(super) fn restart_nonempty(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<
     });
     let reproduced = new_mount.is_null()
         && errno_of(&csi) == Some(libc::ENOTCONN as i64)
-        && !start.started
+        && !start.read()
         && stacked_on_dead
         && bind_on_old_dev;
     Ok(Step {
@@ -152,8 +176,9 @@ pub(super) fn remount(l: &Layout, dead: &mut DeadDaemon) -> anyhow::Result<Step>
         "new_daemon": {"pid": d.pid(), "dev": dev_str(d.dev())},
         "csi_access": csi,
     });
+    let read_back = start.content.as_deref() == Some(&String::from_utf8_lossy(CONTENT)[..]);
     Ok(Step {
-        reproduced: !(csi.is_null() && start.started),
+        reproduced: !(csi.is_null() && start.started() && read_back),
         start,
         detail: Some(("fix", detail)),
         second: Some(d),

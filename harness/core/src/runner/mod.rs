@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::requirement::first_unmet;
+use crate::requirement::first_unmet_with;
 use crate::result::{RunReport, ScenarioResult, Status, VariantResult};
 use crate::runtime_under_test::RuntimeUnderTest;
 use crate::scenario::Scenario;
@@ -136,14 +136,19 @@ pub(crate) enum ChildLine {
 
 /// Why a scenario cannot run here, or `None`.
 pub fn skip_reason(s: &dyn Scenario) -> Option<String> {
-    first_unmet(&s.requirements())
+    skip_reason_with(s, None)
+}
+
+/// [`skip_reason`] for a run whose runtime under test is `runtime`.
+pub fn skip_reason_with(s: &dyn Scenario, runtime: Option<&RuntimeUnderTest>) -> Option<String> {
+    first_unmet_with(&s.requirements(), runtime)
 }
 
 /// Runs one scenario in its own namespaces and returns its result; never panics and never
 /// outlives the scenario's deadline.
 pub fn run_scenario(s: &dyn Scenario, opts: &RunOptions) -> ScenarioResult {
     let start = Instant::now();
-    let mut result = match skip_reason(s) {
+    let mut result = match skip_reason_with(s, opts.runtime.as_ref()) {
         Some(reason) => ScenarioResult::without_variants(s.name(), Status::Skip, reason),
         None => run_in_namespaces(s, opts),
     };

@@ -9,19 +9,31 @@
 //! container's mount namespace and is still readable from the host as
 //! `/proc/<pid>/root/data.txt`.
 //!
-//! Cause: kubelet (through runc) implements hostPath as a bind mount, which pins the inode
-//! that the path named at pod start. rename(2) over the path gives the path a new inode and
-//! unlinks the old one; the bind keeps the old one. This is how bind mounts have always worked
-//! (no kernel fix; `dentry_path()` in fs/d_path.c appends `//deleted` to unlinked roots), so
-//! the expectations do not depend on the kernel version.
+//! Cause: kubelet (through the container runtime) implements hostPath as a bind mount,
+//! which pins the inode that the path named at container start. rename(2) over the path
+//! gives the path a new inode and unlinks the old one; the bind keeps the old one. This is
+//! how bind mounts have always worked (no kernel fix; `dentry_path()` in fs/d_path.c appends
+//! `//deleted` to unlinked roots), so the expectations do not depend on the kernel version.
 //!
-//! Variants (a "container" is a child in its own mount namespace, chrooted into a root with
-//! the host file bound read-only at `/data.txt`, reading through its own mount):
+//! Environment: the pod's container is a real one, started by the OCI runtime under test
+//! (`--runtime … oci=…`, else runc on PATH) from a bundle whose spec binds the host file
+//! read-only at `/data.txt`, as kubelet passes a hostPath volume of type File (`rbind`,
+//! `rprivate`, `ro`); the scenario reads it from inside with `exec cat /data.txt` and
+//! `exec stat -c '%h %i' /data.txt`. `container` keeps the container behind an enum, so
+//! containerd's CRI (CreateContainer, ExecSync) can start it too.
+//!
+//! Variants:
 //! - `in-place`: the host truncates and writes the same inode: the container sees the update.
 //! - `rename`: the host writes a new file and renames it over the path (`mv -f`): the
 //!   container still reads the old content of a 0-link inode. Reproduced.
 //! - `dir-bind`: the mitigation: bind the parent directory instead; after the rename the
 //!   container sees the new content.
+//! - `restart-missing` (file `restart`): the host removes the file while the container runs (it
+//!   keeps reading the ghost), then the container is started again: the runtime meets a
+//!   missing source and refuses, in words tabled per runtime and version. Reproduced.
+
+mod container;
+mod restart;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,14 +43,14 @@ use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
 use faultline_detect::stale_bind;
-use faultline_runtime::container::{Bind, Container, ContainerSpec, FileView};
+use faultline_runtime::oci::{self, BindMount};
 use faultline_sys::mountinfo::read_mountinfo;
 use serde_json::json;
 
+use container::{PodContainer, Started, Starter};
+
 const OLD: &str = "version1\n";
 const NEW: &str = "version2\n";
-/// How long the container may take to set up or to answer one read.
-const CONTAINER_LIMIT: Duration = Duration::from_secs(20);
 
 pub struct HostpathRename;
 
@@ -48,6 +60,7 @@ faultline_core::variant_kind! {
         InPlace = "in-place",
         Rename = "rename",
         DirBind = "dir-bind",
+        RestartMissing = "restart-missing",
     }
 }
 
@@ -60,12 +73,21 @@ impl Scenario for HostpathRename {
         "single-file hostPath bind pins the inode: after the host's mv -f the container reads the old, 0-link file"
     }
 
+    /// The OCI runtime under test starts the container (`--runtime ...,oci=`).
+    fn uses_runtime(&self) -> bool {
+        true
+    }
+
     fn detectors(&self) -> &'static [&'static str] {
         &[stale_bind::NAME]
     }
 
     fn requirements(&self) -> Vec<Requirement> {
-        vec![Requirement::Root]
+        vec![
+            Requirement::Root,
+            Requirement::binary("busybox", "busybox-static"),
+            Requirement::OciRuntime { probe: oci::probe },
+        ]
     }
 
     fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
@@ -85,6 +107,11 @@ impl Scenario for HostpathRename {
                 "the parent directory is bound; the host renames a new file over the path",
                 Expectation::Clean,
             ),
+            Variant::new(
+                Mode::RestartMissing,
+                "file bind; the host removes the file, the container is started again: the runtime meets a missing source",
+                Expectation::Reproduced,
+            ),
         ]
     }
 
@@ -93,68 +120,32 @@ impl Scenario for HostpathRename {
         let dir = ctx
             .variant_dir(variant.name)
             .context("failed to create the variant directory")?;
-        let Volume {
-            host_dir,
-            host_file,
-            spec,
-            inside,
-            mount_point,
-        } = Volume::build(&dir, mode)?;
+        let volume = Volume::build(&dir, mode)?;
+        let binary = oci::oci_runtime_binary(ctx.runtime.as_ref()).map_err(anyhow::Error::msg)?;
+        let starter = Starter::oci(&binary, &dir.join("runtime"))?;
         ctx.progress(format!("starting the container ({})", variant.name));
-        let mut container =
-            Container::start(&spec, CONTAINER_LIMIT).context("failed to start the container")?;
-        let pid = container.pid();
-        let before = container
-            .read(&inside)
-            .context("the container failed to read the volume before the update")?;
-        anyhow::ensure!(
-            before.content == OLD,
-            "the container read {:?} before any update, expected {OLD:?}",
-            before.content
-        );
-
-        ctx.progress(format!("host updates the file ({})", variant.name));
-        let old_inode = inode(&host_file)?;
-        update(mode, &host_dir, &host_file)?;
-        let host_after =
-            std::fs::read_to_string(&host_file).context("failed to read the host file")?;
-        let new_inode = inode(&host_file)?;
-
-        let after = container
-            .read(&inside)
-            .context("the container failed to read the volume after the update")?;
-        let (through_proc_root, mountinfo_root) = host_view(pid, &inside, &mount_point)?;
-
+        if mode == Mode::RestartMissing {
+            let out = restart::run(&starter, &volume.host_file, &volume.bind)?;
+            return Ok(VariantOutcome {
+                reproduced: out.reproduced,
+                observed: out.observed,
+                findings: out.findings,
+            });
+        }
+        let container = match starter.start("app", std::slice::from_ref(&volume.bind))? {
+            Started::Running(c) => c,
+            Started::Refused(step) => anyhow::bail!(
+                "the runtime refused the container at {}: {}",
+                step.command,
+                step.error.unwrap_or_default()
+            ),
+        };
+        let (reproduced, mut observed) = update_and_look(ctx, mode, &volume, &container)?;
+        observed["starter"] = starter.describe();
         // The same code `faultline check stale-bind` runs; /proc here is the scenario's own pid
         // namespace, so every finding is about this scenario's processes.
         let findings = stale_bind::scan(Path::new("/proc")).context("stale-bind failed")?;
-
-        // The symptom a user sees; the 0 link count and `//deleted` root are its signature,
-        // recorded in `observed` and checked independently by the detector.
-        let reproduced = after.content == OLD;
-        let observed = json!({
-            "update": match mode {
-                Mode::InPlace => "truncate + write into the same inode",
-                Mode::Rename | Mode::DirBind => "write a new file, rename(2) it over the path (what mv -f does)",
-            },
-            "mount": match mode {
-                Mode::InPlace | Mode::Rename => "single file",
-                Mode::DirBind => "parent directory",
-            },
-            "container_pid": pid,
-            "path_in_container": inside.display().to_string(),
-            "host_content_after": host_after,
-            "host_inode_before": old_inode,
-            "host_inode_after": new_inode,
-            "container_before": view(&before),
-            "container_after": view(&after),
-            "container_reads_old_content": reproduced,
-            "via_proc_root": through_proc_root,
-            "mountinfo_root": mountinfo_root,
-        });
-        container
-            .teardown()
-            .context("failed to stop the container")?;
+        container.remove().context("failed to stop the container")?;
         Ok(VariantOutcome {
             reproduced,
             observed,
@@ -163,20 +154,70 @@ impl Scenario for HostpathRename {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(60)
+        Duration::from_secs(90)
     }
 }
 
-/// The host file and what kubelet asks runc for: a bind of the file itself, or (the
-/// mitigation) of its directory.
+/// The host's update and what the container and the host see before and after it. The
+/// symptom a user sees is the old content; the 0 link count and `//deleted` root are its
+/// signature, recorded and checked independently by the detector.
+fn update_and_look(
+    ctx: &Context,
+    mode: Mode,
+    volume: &Volume,
+    container: &PodContainer,
+) -> anyhow::Result<(bool, serde_json::Value)> {
+    let before = container
+        .view(&volume.inside)
+        .context("the container failed to read the volume before the update")?;
+    anyhow::ensure!(
+        before.content == OLD,
+        "the container read {:?} before any update, expected {OLD:?}",
+        before.content
+    );
+    ctx.progress(format!("host updates the file ({mode:?})"));
+    let old_inode = inode(&volume.host_file)?;
+    update(mode, &volume.host_dir, &volume.host_file)?;
+    let host_after =
+        std::fs::read_to_string(&volume.host_file).context("failed to read the host file")?;
+    let new_inode = inode(&volume.host_file)?;
+    let after = container
+        .view(&volume.inside)
+        .context("the container failed to read the volume after the update")?;
+    let pid = container.pid()?;
+    let (through_proc_root, mountinfo_root) = host_view(pid, &volume.inside, &volume.bind)?;
+    let reproduced = after.content == OLD;
+    let observed = json!({
+        "update": match mode {
+            Mode::InPlace => "truncate + write into the same inode",
+            _ => "write a new file, rename(2) it over the path (what mv -f does)",
+        },
+        "mount": match mode {
+            Mode::DirBind => "parent directory",
+            _ => "single file",
+        },
+        "container_pid": pid,
+        "path_in_container": volume.inside,
+        "host_content_after": host_after,
+        "host_inode_before": old_inode,
+        "host_inode_after": new_inode,
+        "container_before": before.json(),
+        "container_after": after.json(),
+        "container_reads_old_content": reproduced,
+        "via_proc_root": through_proc_root,
+        "mountinfo_root": mountinfo_root,
+    });
+    Ok((reproduced, observed))
+}
+
+/// The host file and what kubelet asks the runtime for: a read-only bind of the file
+/// itself, or (the mitigation) of its directory.
 struct Volume {
     host_dir: PathBuf,
     host_file: PathBuf,
-    spec: ContainerSpec,
+    bind: BindMount,
     /// The file's path inside the container.
-    inside: PathBuf,
-    /// The bind's mount point inside the container.
-    mount_point: PathBuf,
+    inside: String,
 }
 
 impl Volume {
@@ -185,26 +226,19 @@ impl Volume {
         std::fs::create_dir_all(&host_dir).context("failed to create the host directory")?;
         let host_file = host_dir.join("data.txt");
         std::fs::write(&host_file, OLD).context("failed to write the host file")?;
-        let root = dir.join("container-root");
-        std::fs::create_dir_all(&root).context("failed to create the container root")?;
-        let (source, target, inside) = match mode {
-            Mode::InPlace | Mode::Rename => (host_file.clone(), "/data.txt", "/data.txt"),
+        let (source, destination, inside) = match mode {
             Mode::DirBind => (host_dir.clone(), "/data", "/data/data.txt"),
-        };
-        let bind = Bind {
-            source,
-            target: target.into(),
-            read_only: true,
+            _ => (host_file.clone(), "/data.txt", "/data.txt"),
         };
         Ok(Volume {
             host_dir,
             host_file,
-            mount_point: bind.target.clone(),
-            spec: ContainerSpec {
-                root,
-                binds: vec![bind],
+            bind: BindMount {
+                source,
+                destination: destination.into(),
+                read_only: true,
             },
-            inside: PathBuf::from(inside),
+            inside: inside.into(),
         })
     }
 }
@@ -213,20 +247,20 @@ impl Volume {
 /// the root of the container's mount as mountinfo shows it (`//deleted` when stale).
 fn host_view(
     pid: i32,
-    inside: &Path,
-    mount_point: &Path,
+    inside: &str,
+    bind: &BindMount,
 ) -> anyhow::Result<(Option<String>, Option<String>)> {
     let through_proc_root = std::fs::read_to_string(
         Path::new("/proc")
             .join(pid.to_string())
             .join("root")
-            .join(inside.strip_prefix("/").unwrap_or(inside)),
+            .join(inside.trim_start_matches('/')),
     )
     .ok();
     let mountinfo_root = read_mountinfo(Path::new("/proc"), Some(pid))
         .context("failed to read the container's mountinfo")?
         .into_iter()
-        .find(|m| m.mount_point == mount_point)
+        .find(|m| m.mount_point == bind.destination)
         .map(|m| m.root_as_shown());
     Ok((through_proc_root, mountinfo_root))
 }
@@ -244,7 +278,7 @@ fn update(mode: Mode, host_dir: &Path, host_file: &Path) -> anyhow::Result<()> {
                 .and_then(|()| f.sync_all())
                 .context("failed to write the host file in place")?;
         }
-        Mode::Rename | Mode::DirBind => {
+        Mode::Rename | Mode::DirBind | Mode::RestartMissing => {
             let tmp = host_dir.join("data.txt.new");
             let mut f = std::fs::File::create(&tmp).context("failed to create the new file")?;
             f.write_all(NEW.as_bytes())
@@ -262,8 +296,4 @@ fn inode(path: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(path)
         .with_context(|| format!("failed to stat {}", path.display()))?
         .ino())
-}
-
-fn view(v: &FileView) -> serde_json::Value {
-    json!({"content": v.content, "nlink": v.nlink, "inode": v.inode})
 }
