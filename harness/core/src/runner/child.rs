@@ -16,7 +16,7 @@ use nix::sched::CloneFlags;
 use super::{artifacts, registry, verdict, ChildArgs, ChildLine};
 use crate::guard::Mount;
 use crate::result::{ScenarioResult, Status};
-use crate::scenario::{Context, Scenario};
+use crate::scenario::{Context, Scenario, VariantSkipped};
 use faultline_sys::entry::Entry;
 use faultline_sys::kernel::KernelVersion;
 use faultline_sys::kmsg::KmsgCursor;
@@ -188,6 +188,13 @@ fn run_variants(
             std::panic::catch_unwind(AssertUnwindSafe(|| s.run_variant(&mut ctx, &variant)));
         let outcome = match outcome {
             Ok(Ok(o)) => o,
+            Ok(Err(e)) if e.downcast_ref::<VariantSkipped>().is_some() => {
+                let reason = e.downcast::<VariantSkipped>().map(|s| s.reason);
+                let j = verdict::Judged::skipped(&variant, reason.unwrap_or_default());
+                let _ = emit(out, &ChildLine::Variant(Box::new(j.result.clone())));
+                judged.push(j);
+                continue;
+            }
             Ok(Err(e)) => {
                 result.reason = format!("variant {}: {e:#}", variant.name);
                 break;
