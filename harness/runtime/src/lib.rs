@@ -1,9 +1,18 @@
-//! The container runtimes faultline's scenarios drive. For now these are stand-ins (a
-//! hand-made container, a `containerd-shim` stand-in and runc's procfd bind); each is split
-//! into the client half a scenario holds and the process half that runs behind a re-exec
-//! entry point.
+//! The container runtimes faultline's scenarios drive: a private containerd of the runtime
+//! under test with its CRI plugin ([`containerd`], [`config`]), a CRI client as kubelet
+//! uses it ([`cri`]), the images faultline builds and imports ([`image`], [`import`]), the
+//! cgroup parent each run owns ([`cgroups`]) and the processes it leaves ([`process`]);
+//! the runtime under test is chosen by [`select`]. Beside them, two stand-ins that
+//! scenarios without containerd use: a hand-made container and runc's procfd bind.
 
+pub mod cgroups;
+pub mod config;
 pub mod container;
+pub mod containerd;
+pub mod cri;
+pub mod image;
+pub mod import;
+pub mod process;
 pub mod runc_bind;
 pub mod select;
 pub mod shim;
