@@ -28,6 +28,7 @@ fn main() {
             Trial::ignorable_test(s.name(), move || {
                 let opts = RunOptions {
                     log: std::env::var("FAULTLINE_LOG").unwrap_or_else(|_| "warn".into()),
+                    runtime: faultline_runtime::select::system().ok(),
                     ..RunOptions::default()
                 };
                 let r = match backend_for(s) {

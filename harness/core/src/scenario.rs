@@ -216,13 +216,16 @@ pub trait Scenario: Sync {
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome>;
     /// The variants of this run; the runner calls this one. Defaults to [`Scenario::variants`];
     /// a scenario whose options change what runs overrides it (etxtbsy-exec-while-copy
-    /// replaces its built-in copiers with one `copier` variant when `--copier` is given).
+    /// replaces its built-in copiers with one `copier` variant when `--copier` is given), and
+    /// so does one whose expectations depend on the container runtime under test
+    /// (delayed-umount2: containerd before or after its fix).
     fn variants_for(
         &self,
         kernel: &KernelVersion,
         options: &BTreeMap<String, String>,
+        runtime: Option<&crate::runtime_under_test::RuntimeUnderTest>,
     ) -> Vec<Variant> {
-        let _ = options;
+        let _ = (options, runtime);
         self.variants(kernel)
     }
 

@@ -182,7 +182,7 @@ fn run_variants(
     let mut result = ScenarioResult::without_variants(s.name(), Status::Error, "");
     let kernel = ctx.kernel.clone();
     let mut judged = Vec::new();
-    for variant in s.variants_for(&kernel, &args.options) {
+    for variant in s.variants_for(&kernel, &args.options, args.runtime.as_ref()) {
         ctx.progress(format!("variant {}", variant.name));
         let outcome =
             std::panic::catch_unwind(AssertUnwindSafe(|| s.run_variant(&mut ctx, &variant)));
