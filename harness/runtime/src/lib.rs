@@ -15,8 +15,6 @@ pub mod import;
 pub mod process;
 pub mod runc_bind;
 pub mod select;
-pub mod shim;
 
 /// The re-exec entry points this crate owns.
-pub const ENTRIES: &[&faultline_sys::entry::Entry] =
-    &[&container::ENTRY, &shim::ENTRY, &runc_bind::ENTRY];
+pub const ENTRIES: &[&faultline_sys::entry::Entry] = &[&container::ENTRY, &runc_bind::ENTRY];
