@@ -39,7 +39,12 @@ fn argv0(pid: i32) -> String {
 
 fn ppid(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The cgroup directories (in any hierarchy) of parents the scenario in pid namespace `ns`
@@ -107,14 +112,12 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
     ]);
     let mounts_before = host_mounts();
     let loops_before = loop_backing_files();
-    let run = Run(
-        Command::new(FAULTLINE)
-            .args(["run", "delayed-umount2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let run = Run(Command::new(FAULTLINE)
+        .args(["run", "delayed-umount2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
     // Ours: its parent (ns-init) is our `faultline run`'s child; other runs of the
     // scenario may be under way on this host.
     let ours = |pid: i32| ppid(pid).and_then(ppid) == Some(run.0.id() as i32);
@@ -146,7 +149,8 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
     );
     let made = cgroups_of(ns);
     assert!(
-        made.iter().any(|d| d.contains('/') && walkdir(Path::new(d)).len() > 1),
+        made.iter()
+            .any(|d| d.contains('/') && walkdir(Path::new(d)).len() > 1),
         "runc made no container cgroup under the run's parent: {made:?}"
     );
     drop(run);
@@ -158,17 +162,27 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
         &loops_before,
     );
     // The container processes were in the parent's cgroups: gone with the namespace.
-    wait_until("the run's cgroups to hold no process", Duration::from_secs(10), || {
-        let left = pids_in_dirs(&cgroups_of(ns));
-        left.is_empty().then_some(()).ok_or_else(|| left.join("; "))
-    })
+    wait_until(
+        "the run's cgroups to hold no process",
+        Duration::from_secs(10),
+        || {
+            let left = pids_in_dirs(&cgroups_of(ns));
+            left.is_empty().then_some(()).ok_or_else(|| left.join("; "))
+        },
+    )
     .unwrap();
     // runc's directories stay; the next start removes them.
     let stale = cgroups_of(ns);
     eprintln!("cgroup directories the killed run left: {stale:?}");
-    assert!(!stale.is_empty(), "expected runc's cgroup directories to stay after SIGKILL");
+    assert!(
+        !stale.is_empty(),
+        "expected runc's cgroup directories to stay after SIGKILL"
+    );
     std::thread::sleep(Duration::from_secs(2)); // past the parent's creation grace
     cgroups::remove_stale(Duration::from_secs(10)).unwrap();
     let left = cgroups_of(ns);
-    assert!(left.is_empty(), "cgroups left after the next start's cleanup: {left:?}");
+    assert!(
+        left.is_empty(),
+        "cgroups left after the next start's cleanup: {left:?}"
+    );
 }

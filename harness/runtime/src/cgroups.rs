@@ -85,13 +85,21 @@ impl CgroupParent {
         let ns = std::fs::metadata("/proc/self/ns/pid")
             .map(|m| m.ino())
             .unwrap_or_else(|_| std::process::id().into());
-        let name = format!("{PREFIX}{ns}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let path = first.join(&name);
+        // A pid namespace's inode is reused once it is gone: a killed run's parent of the
+        // same name may still be there (until some start removes it). Take the next `n`.
+        let (name, path) = loop {
+            let name = format!("{PREFIX}{ns}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+            let path = first.join(&name);
+            match std::fs::create_dir(&path) {
+                Ok(()) => break (name, path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(CgroupError::Create { path, source }),
+            }
+        };
         let create = |source| CgroupError::Create {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir(&path).map_err(create)?;
         let dir = File::open(&path).map_err(create)?;
         let lock = Flock::lock(dir, FlockArg::LockExclusiveNonblock).map_err(|(_, source)| {
             CgroupError::Lock {

@@ -271,7 +271,10 @@ impl Scenario for DelayedUmount2 {
         })?;
         check_runtime(ctx, kind, r)?;
         let opts = Options::read(ctx)?;
-        run(ctx, &runtime, kind, &opts)
+        let start = std::time::Instant::now();
+        let mut outcome = run(ctx, &runtime, kind, &opts)?;
+        outcome.observed["wall_ms"] = json!(start.elapsed().as_millis() as u64);
+        Ok(outcome)
     }
 }
 
