@@ -7,16 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use faultline_core::runtime_under_test::RuntimeUnderTest;
-use faultline_core::{Context, VariantKind};
 use faultline_runtime::config::{ContainerdConfig, Handler};
 use faultline_runtime::containerd::PrivateContainerd;
 use faultline_runtime::cri::{ContainerSpec, Pod};
 use faultline_runtime::image::ImageBuilder;
 use faultline_runtime::process::ShimProcess;
 
+use super::batch::Env;
 use super::storage::SlowStorage;
-use super::{Kind, Options};
+use super::Kind;
 
 /// The image of the sandbox and the workload alike; CRI's command overrides its entrypoint.
 pub(super) const IMAGE: &str = "faultline.local/busybox:latest";
@@ -36,13 +35,9 @@ pub(super) struct Lab {
 }
 
 impl Lab {
-    pub(super) fn build(
-        ctx: &Context,
-        runtime: &RuntimeUnderTest,
-        kind: Kind,
-        opts: &Options,
-    ) -> anyhow::Result<Lab> {
-        let dir = ctx.variant_dir(kind.name())?;
+    pub(super) fn build(env: &Env, kind: Kind) -> anyhow::Result<Lab> {
+        let (runtime, opts) = (&env.runtime, &env.opts);
+        let dir = env.variant_dir(kind)?;
         let storage = match kind {
             Kind::CriRealStall | Kind::CriVolatile => Some(SlowStorage::build(&dir)?),
             Kind::CriShimV2 | Kind::CriShimV1 | Kind::CriNoStall => None,
@@ -59,12 +54,15 @@ impl Lab {
         }
         let ctd = PrivateContainerd::start(runtime, config)
             .with_context(|| format!("failed to start {}", runtime.containerd.display()))?;
-        ctx.progress(format!(
-            "containerd {} (pid {}) answers on {}",
-            ctd.version(),
-            ctd.pid(),
-            ctd.socket().display()
-        ));
+        env.progress(
+            kind,
+            format!(
+                "containerd {} (pid {}) answers on {}",
+                ctd.version(),
+                ctd.pid(),
+                ctd.socket().display()
+            ),
+        );
         let image = ImageBuilder::busybox(IMAGE, Path::new(BUSYBOX))
             .entrypoint(&["/bin/sleep", "2147483647"])
             .build()?;
@@ -102,12 +100,15 @@ impl Lab {
             String::from_utf8_lossy(&written.stderr)
         );
         let shims = ctd.shims();
-        ctx.progress(format!(
-            "pod {} with container {} ({mib} MiB written), shims {:?}",
-            pod.id,
-            container,
-            shims.iter().map(|s| s.pid).collect::<Vec<_>>()
-        ));
+        env.progress(
+            kind,
+            format!(
+                "pod {} with container {} ({mib} MiB written), shims {:?}",
+                pod.id,
+                container,
+                shims.iter().map(|s| s.pid).collect::<Vec<_>>()
+            ),
+        );
         anyhow::ensure!(
             !shims.is_empty(),
             "the pod runs but no shim of ours was found"

@@ -8,16 +8,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use faultline_core::Context;
 use faultline_detect::hung_task::BlockedTask;
 use faultline_inject::{Attached, Injector, Rule};
 use faultline_runtime::cri::Cri;
 use serde::Serialize;
 
+use super::batch::Env;
 use super::observe::DWatch;
 use super::pod::Lab;
 use super::storage::NodeLoad;
-use super::{Kind, Options};
+use super::Kind;
 
 /// How long the StopPodSandbox + RemovePodSandbox loop may take (upstream's test: 3 min).
 const REMOVAL_LIMIT: Duration = Duration::from_secs(180);
@@ -98,13 +98,13 @@ pub(super) struct Triggered {
 
 /// Holds umount2 `delay` on entry in every shim of the pod, as upstream's test does with
 /// `strace -f --detach-on=execve -e inject=umount2:delay_enter=12s` on the shim.
-fn inject(ctx: &Context, lab: &Lab, delay: Duration) -> anyhow::Result<Vec<Attached>> {
+fn inject(env: &Env, kind: Kind, lab: &Lab) -> anyhow::Result<Vec<Attached>> {
     let mut rule = Rule::new("umount2")?;
-    rule.delay_enter = Some(delay);
-    ctx.progress(format!(
-        "injecting {} into the pod's shims",
-        rule.to_strace()
-    ));
+    rule.delay_enter = Some(env.opts.delay);
+    env.progress(
+        kind,
+        format!("injecting {} into the pod's shims", rule.to_strace()),
+    );
     lab.shims
         .iter()
         .map(|s| {
@@ -127,24 +127,23 @@ fn remove_in_background(socket: PathBuf, pod: String) -> JoinHandle<anyhow::Resu
 
 /// The stall, the removal loop, and (slow storage) watching the shim in D until containerd
 /// gives up on the sandbox, then making the storage fast again.
-pub(super) fn trigger(
-    ctx: &Context,
-    lab: &mut Lab,
-    kind: Kind,
-    opts: &Options,
-) -> anyhow::Result<Triggered> {
+pub(super) fn trigger(env: &Env, lab: &mut Lab, kind: Kind) -> anyhow::Result<Triggered> {
+    let opts = &env.opts;
     let injectors = match kind {
-        Kind::CriShimV2 | Kind::CriShimV1 => inject(ctx, lab, opts.delay)?,
+        Kind::CriShimV2 | Kind::CriShimV1 => inject(env, kind, lab)?,
         Kind::CriRealStall | Kind::CriVolatile | Kind::CriNoStall => Vec::new(),
     };
     let mut load = None;
     if let Some(storage) = lab.storage.as_mut() {
         storage.set_write_latency(opts.write_latency)?;
         load = Some(NodeLoad::start(storage)?);
-        ctx.progress(format!(
-            "slow storage: {} ms a write, the node rewriting a file on it",
-            opts.write_latency.as_millis()
-        ));
+        env.progress(
+            kind,
+            format!(
+                "slow storage: {} ms a write, the node rewriting a file on it",
+                opts.write_latency.as_millis()
+            ),
+        );
     }
     let start = Instant::now();
     let removal = remove_in_background(lab.ctd.socket(), lab.pod.id.clone());
@@ -157,7 +156,7 @@ pub(super) fn trigger(
         }
         if gave_up_ms.is_none() && !lab.ctd.log_lines(SANDBOX_GAVE_UP).is_empty() {
             gave_up_ms = Some(start.elapsed().as_millis() as u64);
-            ctx.progress("containerd gave up on the sandbox's TaskExit");
+            env.progress(kind, "containerd gave up on the sandbox's TaskExit");
             if load.is_some() {
                 break;
             }
@@ -168,15 +167,18 @@ pub(super) fn trigger(
     if let (Some(load), Some(storage)) = (load, lab.storage.as_mut()) {
         storage.set_write_latency(Duration::ZERO)?;
         node_load_mib = load.stop(Duration::from_secs(60));
-        ctx.progress("slow storage fast again");
+        env.progress(kind, "slow storage fast again");
     }
     let removal = join_bounded(removal, REMOVAL_LIMIT.saturating_sub(start.elapsed()))?;
-    ctx.progress(format!(
-        "pod removed={} after {} ms ({} calls)",
-        removal.removed,
-        removal.took_ms,
-        removal.attempts.len()
-    ));
+    env.progress(
+        kind,
+        format!(
+            "pod removed={} after {} ms ({} calls)",
+            removal.removed,
+            removal.took_ms,
+            removal.attempts.len()
+        ),
+    );
     Ok(Triggered {
         removal,
         injectors,
