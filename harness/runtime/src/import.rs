@@ -280,7 +280,6 @@ fn unpack(grpc: &GrpcSocket, image: &Image) -> Result<(), ImportError> {
             name: image.chain_id().into(),
             key,
             labels: HashMap::new(),
-            ..Default::default()
         },
         true,
     );

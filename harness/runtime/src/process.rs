@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_killed_child_is_reaped_and_gone() {
-        let child = std::process::Command::new("sleep")
+        let mut child = std::process::Command::new("sleep")
             .arg("100")
             .spawn()
             .unwrap();
@@ -190,5 +190,7 @@ mod tests {
             Vec::<i32>::new()
         );
         assert_eq!(state(pid), None, "reaped, so gone from /proc");
+        // Already reaped: std's wait finds no child left.
+        assert!(child.wait().is_err());
     }
 }

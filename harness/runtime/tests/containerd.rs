@@ -23,6 +23,7 @@ const IMAGE: &str = "faultline.local/busybox:test";
 const BUSYBOX: &str = "/bin/busybox";
 
 type R = Result<(), Failed>;
+type Test = (&'static str, fn() -> R);
 
 fn fail(msg: impl std::fmt::Display) -> Failed {
     Failed::from(msg.to_string())
@@ -264,7 +265,7 @@ fn main() {
     // containerd dies with the thread that started it (PR_SET_PDEATHSIG): one thread.
     args.test_threads = Some(1);
     let skip = needs().err();
-    let tests: Vec<(&str, fn() -> R)> = vec![
+    let tests: Vec<Test> = vec![
         ("runc_v2_pod_runs_and_leaves_nothing", || {
             runs_a_pod_and_leaves_nothing(Handler::RuncV2)
         }),
