@@ -97,21 +97,15 @@ pub fn judge(variants: &[Judged]) -> (Status, String) {
     if variants.is_empty() {
         return (Status::Error, "no variant ran".into());
     }
-    let skips: Vec<String> = variants
+    let skipped = variants
         .iter()
-        .filter_map(|j| {
-            Some(format!(
-                "{}: {}",
-                j.result.variant,
-                j.result.skipped.as_ref()?
-            ))
-        })
-        .collect();
-    let ran = variants.len() - skips.len();
+        .filter(|j| j.result.skipped.is_some())
+        .count();
+    let ran = variants.len() - skipped;
     if ran == 0 {
         return (
             Status::Skip,
-            format!("every variant skipped ({})", skips.join("; ")),
+            format!("every variant skipped: {}", skip_reasons(variants)),
         );
     }
     let failing: Vec<(&Judged, String)> = variants
@@ -124,8 +118,8 @@ pub fn judge(variants: &[Judged]) -> (Status, String) {
             "{ran} variants as expected ({reproduced} reproduced and detected, {} clean)",
             ran - reproduced
         );
-        if !skips.is_empty() {
-            reason.push_str(&format!("; {} skipped ({})", skips.len(), skips.join("; ")));
+        if skipped > 0 {
+            reason.push_str(&format!("; {skipped} skipped: {}", skip_reasons(variants)));
         }
         return (Status::Pass, reason);
     }
@@ -140,6 +134,26 @@ pub fn judge(variants: &[Judged]) -> (Status, String) {
         }
     }
     (Status::Fail, reason)
+}
+
+/// Why variants were skipped, each reason once with the variants it skipped:
+/// `needs X (a, b); needs Y (c)`.
+fn skip_reasons(variants: &[Judged]) -> String {
+    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+    for j in variants {
+        let Some(why) = j.result.skipped.as_deref() else {
+            continue;
+        };
+        match reasons.iter_mut().find(|(r, _)| *r == why) {
+            Some((_, names)) => names.push(&j.result.variant),
+            None => reasons.push((why, vec![&j.result.variant])),
+        }
+    }
+    reasons
+        .iter()
+        .map(|(why, names)| format!("{why} ({})", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -246,16 +260,31 @@ mod tests {
         assert_eq!(skipped.problem(), None);
         let (s, why) = judge(std::slice::from_ref(&skipped));
         assert_eq!(s, Status::Skip, "{why}");
-        assert!(
-            why.contains("cri-volatile: needs containerd 1.6.24"),
-            "{why}"
+        assert_eq!(
+            why,
+            "every variant skipped: needs containerd 1.6.24 (cri-volatile)"
+        );
+        let other = Variant {
+            name: "cri-no-stall",
+            ..lacking.clone()
+        };
+        let both = [
+            skipped.clone(),
+            Judged::skipped(&other, "needs containerd 1.6.24".into()),
+        ];
+        assert_eq!(
+            judge(&both).1,
+            "every variant skipped: needs containerd 1.6.24 (cri-volatile, cri-no-stall)"
         );
 
         let ran = v("rename", Expectation::Reproduced, true, &["stale-bind"]);
         let (s, why) = judge(&[ran.clone(), skipped.clone()]);
         assert_eq!(s, Status::Pass, "{why}");
         assert!(why.starts_with("1 variants as expected"), "{why}");
-        assert!(why.contains("1 skipped (cri-volatile: needs"), "{why}");
+        assert!(
+            why.ends_with("; 1 skipped: needs containerd 1.6.24 (cri-volatile)"),
+            "{why}"
+        );
 
         let missed = v("rename", Expectation::Reproduced, true, &[]);
         assert_eq!(judge(&[missed, skipped]).0, Status::Fail);
