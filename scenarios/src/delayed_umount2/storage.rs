@@ -65,6 +65,16 @@ impl SlowStorage {
     }
 }
 
+impl Drop for SlowStorage {
+    /// Fast again before the fields go: unmounting ext4 flushes what is dirty, which at the
+    /// slow latency could take minutes (a variant that failed midway leaves it slow).
+    fn drop(&mut self) {
+        if let Err(e) = self.fuse.set_latency(Duration::ZERO, Duration::ZERO) {
+            tracing::debug!("failed to reset the slow storage's latency: {e}");
+        }
+    }
+}
+
 /// A thread of the node rewriting a file on the slow storage without fsync, keeping dirty
 /// data there for every unmount's `sync_fs` to wait on.
 pub(super) struct NodeLoad {
