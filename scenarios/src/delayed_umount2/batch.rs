@@ -25,12 +25,13 @@ use super::{Kind, Options};
 pub(super) struct Env {
     scenario: String,
     scratch: PathBuf,
-    pub(super) runtime: RuntimeUnderTest,
+    /// `None` without `--runtime`: only the kernel-level variant runs.
+    pub(super) runtime: Option<RuntimeUnderTest>,
     pub(super) opts: Options,
 }
 
 impl Env {
-    pub(super) fn new(ctx: &Context, runtime: RuntimeUnderTest, opts: Options) -> Env {
+    pub(super) fn new(ctx: &Context, runtime: Option<RuntimeUnderTest>, opts: Options) -> Env {
         Env {
             scenario: ctx.scenario.clone(),
             scratch: ctx.scratch.clone(),

@@ -34,6 +34,9 @@
 //! - `cri-volatile` (the fix proposed in containerd#4785): as `cri-real-stall`, with the
 //!   snapshotter's `mount_options = ["volatile"]`: the unmount skips the sync. Clean;
 //!   skipped where containerd has no such option (before 1.6.24 / 1.7.4).
+//! - `volatile`: the same fix on the kernel alone, no runtime ([`volatile`]): an overlay on
+//!   the same slow storage, mounted volatile, unmounts within CRI's 10 s. Clean. It shows
+//!   the fix where `cri-volatile` cannot run.
 //!
 //! Reproduced = the pod is gone (removal succeeded, CRI lists no such pod, containerd knows
 //! neither task) and a shim of the pod is still alive 15 s later; in `cri-real-stall` also
@@ -43,7 +46,7 @@
 //! The variants run side by side, each with its own containerd ([`batch`]): about 70 s in
 //! all instead of three minutes.
 //! Files: `pod` (containerd, image, pod), `storage` (slow disk, node load), `trigger`,
-//! `observe`, `versions`, `batch`; the verdict is here.
+//! `observe`, `versions`, `batch`, `volatile`; the verdict is here.
 
 mod batch;
 mod observe;
@@ -51,6 +54,7 @@ mod pod;
 mod storage;
 mod trigger;
 mod versions;
+mod volatile;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -76,13 +80,14 @@ faultline_core::variant_kind! {
         CriRealStall = "cri-real-stall",
         CriNoStall = "cri-no-stall",
         CriVolatile = "cri-volatile",
+        Volatile = "volatile",
     }
 }
 
 /// How long a shim may take to exit after its pod is gone (upstream's test: 15 s).
 const EXIT_WINDOW: Duration = Duration::from_secs(15);
 /// CRI's deadline for handling a task's exit (`handleEventTimeout`).
-const CRI_EVENT_TIMEOUT_MS: u64 = 10_000;
+pub(crate) const CRI_EVENT_TIMEOUT_MS: u64 = 10_000;
 
 const OPTIONS: &[ScenarioOption] = &[
     ScenarioOption {
@@ -253,6 +258,11 @@ impl Scenario for DelayedUmount2 {
                 "slow storage, snapshotter mount_options = [\"volatile\"]: no sync on unmount",
                 Expectation::Clean,
             ),
+            Variant::new(
+                Kind::Volatile,
+                "kernel only: an overlay on the same slow storage mounted volatile unmounts within CRI's 10 s",
+                Expectation::Clean,
+            ),
         ]
     }
 
@@ -262,23 +272,22 @@ impl Scenario for DelayedUmount2 {
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
         let kind: Kind = variant.kind()?;
-        let runtime = ctx.runtime.clone().ok_or_else(|| {
-            VariantSkipped::error(
-                "needs a container runtime: run with `--runtime system` and containerd and runc installed (apt-get install containerd runc, or run ci/setup)",
-            )
-        })?;
-        let r = release(Some(&runtime)).with_context(|| {
-            format!(
-                "failed to read containerd's release from {:?}",
-                runtime.versions.containerd
-            )
-        })?;
+        let runtime = ctx.runtime.clone();
+        let r = match &runtime {
+            Some(rt) => Some(release(Some(rt)).with_context(|| {
+                format!(
+                    "failed to read containerd's release from {:?}",
+                    rt.versions.containerd
+                )
+            })?),
+            None => None,
+        };
         if let Some(why) = lacking(ctx, kind, r) {
             return Err(VariantSkipped::error(why));
         }
         // Every variant this run asks for that can run here, to run side by side.
         let all: Vec<Kind> = self
-            .variants_for(&ctx.kernel, &ctx.options, Some(&runtime))
+            .variants_for(&ctx.kernel, &ctx.options, runtime.as_ref())
             .iter()
             .filter_map(|v| v.kind::<Kind>().ok())
             .filter(|&k| lacking(ctx, k, r).is_none())
@@ -288,28 +297,43 @@ impl Scenario for DelayedUmount2 {
     }
 }
 
-/// Why the containerd under test (or the kernel) cannot run `kind`, if it cannot.
-fn lacking(ctx: &Context, kind: Kind, r: Release) -> Option<String> {
+/// Why `kind` cannot run here, if it cannot: no runtime under test (`None`), or what the
+/// containerd release `r` or the kernel lacks.
+fn lacking(ctx: &Context, kind: Kind, r: Option<Release>) -> Option<String> {
+    // overlayfs `volatile`: Linux 5.10 (commit c86243b090bc, "ovl: provide a mount option
+    // "volatile"").
+    let no_volatile = || {
+        (!ctx.kernel.at_least("5.10")).then(|| {
+            format!(
+                "kernel {} has no overlayfs volatile (5.10)",
+                ctx.kernel.release
+            )
+        })
+    };
+    if kind == Kind::Volatile {
+        return no_volatile();
+    }
+    let Some(r) = r else {
+        return Some(
+            "needs a container runtime: run with `--runtime system` and containerd and runc installed (apt-get install containerd runc, or run ci/setup)".into(),
+        );
+    };
     match kind {
         Kind::CriShimV1 => versions::has_shim_v1(r).err(),
-        Kind::CriVolatile => versions::has_overlay_mount_options(r).err().or_else(|| {
-            // overlayfs `volatile`: Linux 5.10 (commit c86243b090bc, "ovl: provide a mount
-            // option "volatile"").
-            (!ctx.kernel.at_least("5.10")).then(|| {
-                format!(
-                    "kernel {} has no overlayfs volatile (5.10)",
-                    ctx.kernel.release
-                )
-            })
-        }),
-        Kind::CriShimV2 | Kind::CriRealStall | Kind::CriNoStall => None,
+        Kind::CriVolatile => versions::has_overlay_mount_options(r)
+            .err()
+            .or_else(no_volatile),
+        Kind::CriShimV2 | Kind::CriRealStall | Kind::CriNoStall | Kind::Volatile => None,
     }
 }
 
 /// [`run`], with the variant's wall time in what it observed.
 fn timed_run(env: &batch::Env, kind: Kind) -> anyhow::Result<VariantOutcome> {
     let start = std::time::Instant::now();
-    let mut outcome = run(env, kind)?;
+    let mut outcome = match kind {
+        Kind::Volatile => volatile::run(env)?,
+        _ => run(env, kind)?,
+    };
     outcome.observed["wall_ms"] = json!(start.elapsed().as_millis() as u64);
     Ok(outcome)
 }
@@ -403,6 +427,7 @@ mod tests {
                 ("cri-real-stall", Reproduced),
                 ("cri-no-stall", Clean),
                 ("cri-volatile", Clean),
+                ("volatile", Clean),
             ]
         );
         // v2 fixed in 1.6.24, v1 only in 1.6.25.

@@ -36,10 +36,16 @@ pub(super) struct Lab {
 
 impl Lab {
     pub(super) fn build(env: &Env, kind: Kind) -> anyhow::Result<Lab> {
-        let (runtime, opts) = (&env.runtime, &env.opts);
+        let opts = &env.opts;
+        let runtime = env
+            .runtime
+            .as_ref()
+            .context("a CRI variant runs only with a runtime under test")?;
         let dir = env.variant_dir(kind)?;
         let storage = match kind {
-            Kind::CriRealStall | Kind::CriVolatile => Some(SlowStorage::build(&dir)?),
+            Kind::CriRealStall | Kind::CriVolatile | Kind::Volatile => {
+                Some(SlowStorage::build(&dir)?)
+            }
             Kind::CriShimV2 | Kind::CriShimV1 | Kind::CriNoStall => None,
         };
         let mut config = ContainerdConfig::new(&dir.join("containerd"), &runtime.oci, IMAGE);

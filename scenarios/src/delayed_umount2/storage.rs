@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -65,12 +65,29 @@ impl SlowStorage {
     }
 }
 
+/// How long the flush before the ext4 unmount may take at full speed (tens of MiB through
+/// the FUSE daemon: seconds).
+const FLUSH_LIMIT: Duration = Duration::from_secs(60);
+
 impl Drop for SlowStorage {
-    /// Fast again before the fields go: unmounting ext4 flushes what is dirty, which at the
-    /// slow latency could take minutes (a variant that failed midway leaves it slow).
+    /// Fast again, and flushed, before the fields go: unmounting ext4 writes what is dirty,
+    /// which at the slow latency could take minutes (a variant that failed midway leaves it
+    /// slow), and past the unmount's own bound it would be detached lazily, its loop device
+    /// left to go later.
     fn drop(&mut self) {
         if let Err(e) = self.fuse.set_latency(Duration::ZERO, Duration::ZERO) {
             tracing::debug!("failed to reset the slow storage's latency: {e}");
+        }
+        let dir = self.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let synced = File::open(&dir).and_then(|f| nix::unistd::syncfs(&f).map_err(Into::into));
+            let _ = tx.send(synced);
+        });
+        match rx.recv_timeout(FLUSH_LIMIT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("failed to flush the slow storage: {e}"),
+            Err(_) => tracing::warn!("the slow storage did not flush within {FLUSH_LIMIT:?}"),
         }
     }
 }
@@ -79,6 +96,8 @@ impl Drop for SlowStorage {
 /// data there for every unmount's `sync_fs` to wait on.
 pub(super) struct NodeLoad {
     stop: Arc<AtomicBool>,
+    /// MiB written so far.
+    written: Arc<AtomicU64>,
     thread: Option<JoinHandle<std::io::Result<u64>>>,
     path: PathBuf,
 }
@@ -89,16 +108,29 @@ impl NodeLoad {
         let file =
             File::create(&path).with_context(|| format!("failed to create {}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let written = Arc::new(AtomicU64::new(0));
+        let (stop2, written2) = (stop.clone(), written.clone());
         let thread = std::thread::Builder::new()
             .name("node-load".into())
-            .spawn(move || rewrite(&file, &stop2))
+            .spawn(move || rewrite(&file, &stop2, &written2))
             .context("failed to start the node load thread")?;
         Ok(NodeLoad {
             stop,
+            written,
             thread: Some(thread),
             path,
         })
+    }
+
+    /// Waits (up to `limit`) until the whole file has been written once: that much is dirty.
+    pub(super) fn wait_dirty(&self, limit: Duration) -> anyhow::Result<()> {
+        wait_until("the node load to dirty its file", limit, || {
+            let mib = self.written.load(Ordering::SeqCst);
+            (mib >= LOAD_FILE_MIB)
+                .then_some(())
+                .ok_or_else(|| format!("{mib} MiB written"))
+        })?;
+        Ok(())
     }
 
     /// Stops writing; waits up to `limit` for a write stuck in the kernel to return (it
@@ -137,12 +169,13 @@ impl Drop for NodeLoad {
 }
 
 /// 1 MiB at a time over [`LOAD_FILE_MIB`], a write every 100 ms, until told to stop.
-fn rewrite(file: &File, stop: &AtomicBool) -> std::io::Result<u64> {
+fn rewrite(file: &File, stop: &AtomicBool, written: &AtomicU64) -> std::io::Result<u64> {
     let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         file.write_all_at(&chunk, (n % LOAD_FILE_MIB) << 20)?;
         n += 1;
+        written.store(n, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(n)

@@ -131,7 +131,7 @@ pub(super) fn trigger(env: &Env, lab: &mut Lab, kind: Kind) -> anyhow::Result<Tr
     let opts = &env.opts;
     let injectors = match kind {
         Kind::CriShimV2 | Kind::CriShimV1 => inject(env, kind, lab)?,
-        Kind::CriRealStall | Kind::CriVolatile | Kind::CriNoStall => Vec::new(),
+        Kind::CriRealStall | Kind::CriVolatile | Kind::CriNoStall | Kind::Volatile => Vec::new(),
     };
     let mut load = None;
     if let Some(storage) = lab.storage.as_mut() {
