@@ -9,16 +9,14 @@
 //! and containers are found by their command line and cgroup, never by name alone, so
 //! another containerd on the host is never touched.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::ListTasksRequest;
 use faultline_core::runtime_under_test::RuntimeUnderTest;
 use faultline_sys::containerd::{ContainerdError, GrpcSocket};
-use faultline_sys::process::die_with_parent;
 use faultline_sys::wait_until;
 
 use crate::cgroups::{self, CgroupError, CgroupParent};
@@ -26,6 +24,7 @@ use crate::config::{ContainerdConfig, Handler};
 use crate::cri::{Cri, PodSpec};
 use crate::image::Image;
 use crate::import::{import, ImportError, K8S_NAMESPACE};
+use crate::launch;
 use crate::process::{alive, all_pids, cmdline, kill_and_reap, shims_of, ShimProcess};
 
 /// How long containerd may take to answer CRI's Version after it starts (it takes 0.1 to
@@ -33,7 +32,7 @@ use crate::process::{alive, all_pids, cmdline, kill_and_reap, shims_of, ShimProc
 pub const START_LIMIT: Duration = Duration::from_secs(30);
 /// The bound of each CRI call made while tearing down, and of the killing and cgroup removal.
 const TEARDOWN_CALL: Duration = Duration::from_secs(5);
-const KILL_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const KILL_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -107,19 +106,14 @@ impl PrivateContainerd {
             Err(e) => tracing::warn!("{e}"),
         }
         let cgroup = CgroupParent::create().map_err(StartError::Cgroup)?;
-        prepare(&config)?;
-        let child = spawn(runtime, &config)?;
-        let mut this = Starting {
-            config,
-            child: Some(child),
-        };
+        let mut this = launch::launch(runtime, config)?;
         let (cri, version) = this.wait_ready()?;
         let grpc =
             GrpcSocket::connect(&this.config.socket(), crate::cri::CALL_LIMIT).map_err(|e| {
                 StartError::NotReady {
                     why: e.to_string(),
                     log: this.config.log_file(),
-                    tail: log_tail(&this.config.log_file()),
+                    tail: launch::log_tail(&this.config.log_file()),
                 }
             })?;
         Ok(PrivateContainerd {
@@ -291,137 +285,8 @@ impl Drop for PrivateContainerd {
     }
 }
 
-/// The directories containerd writes and its config file.
-fn prepare(config: &ContainerdConfig) -> Result<(), StartError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StartError::Prepare { path, source }
-    };
-    for d in [
-        config.dir.clone(),
-        config.root.clone(),
-        config.state(),
-        config.dir.join("cni/bin"),
-        config.dir.join("cni/conf"),
-        config.dir.join("logs"),
-    ] {
-        std::fs::create_dir_all(&d).map_err(io(&d))?;
-    }
-    let file = config.config_file();
-    std::fs::write(&file, config.toml()).map_err(io(&file))
-}
-
-/// Starts containerd in a new mount namespace with its own /run, the runtime's directory
-/// first on PATH (containerd finds its shims there), its output in its log file.
-fn spawn(runtime: &RuntimeUnderTest, config: &ContainerdConfig) -> Result<Child, StartError> {
-    let err = |source| StartError::Spawn {
-        containerd: runtime.containerd.clone(),
-        source,
-    };
-    let log = std::fs::File::create(config.log_file()).map_err(err)?;
-    let path = match std::env::var_os("PATH") {
-        Some(p) => {
-            let mut dirs = vec![runtime.bin_dir()];
-            dirs.extend(std::env::split_paths(&p));
-            std::env::join_paths(dirs).map_err(|e| err(std::io::Error::other(e)))?
-        }
-        None => runtime.bin_dir().into_os_string(),
-    };
-    let mut cmd = Command::new(&runtime.containerd);
-    cmd.arg("--config")
-        .arg(config.config_file())
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(err)?)
-        .stderr(log);
-    die_with_parent(&mut cmd);
-    // SAFETY: unshare and mount are async-signal-safe system calls; the closure allocates
-    // nothing (the strings are C literals).
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let none = std::ptr::null();
-            if libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                none.cast(),
-            ) != 0
-                || libc::mount(
-                    c"tmpfs".as_ptr(),
-                    c"/run".as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    c"mode=755".as_ptr().cast(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().map_err(err)
-}
-
-/// A containerd started but not yet answering; killed if it never does.
-struct Starting {
-    config: ContainerdConfig,
-    child: Option<Child>,
-}
-
-impl Starting {
-    fn wait_ready(&mut self) -> Result<(Cri, String), StartError> {
-        let socket = self.config.socket();
-        let started = Instant::now();
-        let result = wait_until("containerd's CRI Version", START_LIMIT, || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Ok(Err(format!("containerd exited with {status}")));
-            }
-            if !socket.exists() {
-                return Err("no socket yet".to_string());
-            }
-            let cri = Cri::connect(&socket).map_err(|e| e.to_string())?;
-            let (name, version) = cri.version().map_err(|e| e.to_string())?;
-            tracing::info!(
-                "{name} {version} answered CRI after {:?}",
-                started.elapsed()
-            );
-            Ok(Ok((cri, version)))
-        });
-        let why = match result {
-            Ok(Ok(ready)) => return Ok(ready),
-            Ok(Err(why)) => why,
-            Err(e) => e.to_string(),
-        };
-        Err(StartError::NotReady {
-            why,
-            log: self.config.log_file(),
-            tail: log_tail(&self.config.log_file()),
-        })
-    }
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            let mut victims = vec![child.id() as i32];
-            victims.extend(shims_of(&self.config.socket()).iter().map(|s| s.pid));
-            kill_and_reap(&victims, KILL_LIMIT);
-        }
-    }
-}
-
-/// The last lines of a log file, for an error message.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join(" | ")
-}
-
-/// Detaches every mount below `dirs` (not one on a dir itself: the storage it sits on) in our mount namespace, deepest first.
+/// Detaches every mount below `dirs` (not one on a dir itself: the storage it sits on) in
+/// our mount namespace, deepest first.
 fn unmount_under(dirs: &[&Path]) -> Vec<PathBuf> {
     let Ok(mounts) = faultline_sys::mountinfo::read_mountinfo(Path::new("/proc"), None) else {
         return Vec::new();

@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod cri;
 pub mod image;
 pub mod import;
+mod launch;
 pub mod process;
 pub mod runc_bind;
 pub mod select;

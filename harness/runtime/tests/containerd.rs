@@ -175,6 +175,25 @@ fn runs_a_pod_and_leaves_nothing(handler: Handler) -> R {
     nothing_left(&pids, &cgroup, &dir)
 }
 
+/// Dropped with its pod running: the guard stops and removes the pod, then everything goes.
+fn a_running_pod_goes_with_the_guard() -> R {
+    let lab = lab()?;
+    pod_with_container(&lab, Handler::RuncV2)?;
+    let ctd = &lab.ctd;
+    let mut pids: Vec<i32> = ctd.shims().iter().map(|s| s.pid).collect();
+    pids.extend(cgroups::pids_in(
+        ctd.cgroup_parent().trim_start_matches('/'),
+    ));
+    pids.push(ctd.pid());
+    let (cgroup, dir) = (ctd.cgroup_parent(), lab.dir.clone());
+    let Lab { mut ctd, _tmp, .. } = lab;
+    let t = ctd.teardown();
+    ensure!(t.errors.is_empty() && t.survivors.is_empty(), "{t:?}");
+    drop(ctd);
+    drop(_tmp);
+    nothing_left(&pids, &cgroup, &dir)
+}
+
 /// containerd and its shims SIGKILLed: the containers run on, re-parented; dropping the
 /// guard still kills them and removes their cgroups.
 fn sigkilled_containerd_and_shims_are_cleaned_up() -> R {
@@ -272,6 +291,10 @@ fn main() {
         ("shim_v1_pod_runs_and_leaves_nothing", || {
             runs_a_pod_and_leaves_nothing(Handler::ShimV1)
         }),
+        (
+            "a_running_pod_goes_with_the_guard",
+            a_running_pod_goes_with_the_guard,
+        ),
         (
             "sigkilled_containerd_and_shims_are_cleaned_up",
             sigkilled_containerd_and_shims_are_cleaned_up,
