@@ -37,6 +37,11 @@ fn argv0(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+fn cmdline(pid: i32) -> String {
+    let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmd).replace('\0', " ")
+}
+
 fn ppid(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?
@@ -131,12 +136,14 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
     let ns = fs::metadata(format!("/proc/{scenario}/ns/pid"))
         .unwrap()
         .ino();
-    // cri-shim-v2 runs first: wait for its shim, then for the stop to be under way (the
-    // shim's umount2 held by the injector).
-    let shim = wait_until("the pod's shim", Duration::from_secs(60), || {
+    // Wait for cri-shim-v2's shim (the variants run side by side; its shim stays for a
+    // minute), then for the stop to be under way (the shim's umount2 held by the injector).
+    let shim = wait_until("cri-shim-v2's shim", Duration::from_secs(60), || {
         pids_in_pid_ns(ns)
             .into_iter()
-            .find(|&p| argv0(p) == "containerd-shim-runc-v2")
+            .find(|&p| {
+                argv0(p) == "containerd-shim-runc-v2" && cmdline(p).contains("/cri-shim-v2/")
+            })
             .ok_or_else(|| format!("processes: {:?}", pids_in_pid_ns(ns)))
     })
     .unwrap();
