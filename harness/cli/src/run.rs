@@ -193,6 +193,9 @@ pub fn run(args: Args, log: &str) -> Result<ExitCode, UsageError> {
         timeout: args.timeout.as_deref().map(parse_timeout).transpose()?,
         options: scenario_options(&selected, &args.option, args.copier)?,
         log: log.to_string(),
+        // containerd and runc on PATH until `--runtime` chooses; without them the runtime
+        // scenarios' variants skip, saying what to install.
+        runtime: faultline_runtime::select::system().ok(),
         ..RunOptions::default()
     };
     let passes = backends(args.vm, &args.kernel)?;

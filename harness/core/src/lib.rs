@@ -18,6 +18,7 @@ pub use requirement::Requirement;
 pub use result::{RunReport, ScenarioResult, Status, VariantResult};
 pub use scenario::{
     Context, Expectation, Scenario, ScenarioOption, Variant, VariantKind, VariantOutcome,
+    VariantSkipped,
 };
 
 /// The re-exec entry points this crate owns: a scenario's namespace init and the scenario.

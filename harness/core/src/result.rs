@@ -34,6 +34,10 @@ pub struct VariantResult {
     pub expected: String,
     #[serde(default)]
     pub observed: serde_json::Value,
+    /// Why the variant did not run here (the runtime under test lacks what it needs); a
+    /// skipped variant is neither a pass nor a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -135,6 +135,25 @@ pub struct VariantOutcome {
     pub findings: Vec<Finding>,
 }
 
+/// The error `run_variant` returns for a variant that cannot run here although the scenario
+/// can (the container runtime under test lacks what the variant needs, or no runtime was
+/// chosen). The runner records the variant as skipped with `reason`, runs the others, and
+/// never counts it as a pass; a scenario whose variants were all skipped is a skip.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("skipped: {reason}")]
+pub struct VariantSkipped {
+    pub reason: String,
+}
+
+impl VariantSkipped {
+    /// The error to return from `run_variant`.
+    pub fn error(reason: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(VariantSkipped {
+            reason: reason.into(),
+        })
+    }
+}
+
 /// A scenario option (`faultline run -o KEY=VALUE`), declared so that the command line can
 /// reject a misspelt key or a malformed value before anything is built.
 #[derive(Debug, Clone, Copy)]
@@ -197,13 +216,16 @@ pub trait Scenario: Sync {
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome>;
     /// The variants of this run; the runner calls this one. Defaults to [`Scenario::variants`];
     /// a scenario whose options change what runs overrides it (etxtbsy-exec-while-copy
-    /// replaces its built-in copiers with one `copier` variant when `--copier` is given).
+    /// replaces its built-in copiers with one `copier` variant when `--copier` is given), and
+    /// so does one whose expectations depend on the container runtime under test
+    /// (delayed-umount2: containerd before or after its fix).
     fn variants_for(
         &self,
         kernel: &KernelVersion,
         options: &BTreeMap<String, String>,
+        runtime: Option<&crate::runtime_under_test::RuntimeUnderTest>,
     ) -> Vec<Variant> {
-        let _ = options;
+        let _ = (options, runtime);
         self.variants(kernel)
     }
 

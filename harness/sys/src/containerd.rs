@@ -166,7 +166,17 @@ impl GrpcSocket {
         call: &'static str,
         fut: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, ContainerdError> {
-        let limit = self.limit;
+        self.call_within(call, self.limit, fut)
+    }
+
+    /// Runs one call to completion, bounded by `limit` (a call that may take longer than
+    /// most, as StopPodSandbox does while a shim's unmount hangs).
+    pub fn call_within<T>(
+        &self,
+        call: &'static str,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, ContainerdError> {
         self.runtime
             .block_on(async move { tokio::time::timeout(limit, fut).await })
             .map_err(|_| ContainerdError::Timeout {

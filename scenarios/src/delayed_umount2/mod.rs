@@ -1,7 +1,7 @@
 //! `delayed-umount2`: tearing down a container's overlay rootfs blocks in `umount2` while
 //! the kernel flushes the upper layer (`sync_fs` under I/O load); containerd's deadline for
-//! deleting the task expires, it removes the task's state and forgets the shim, and the
-//! `containerd-shim` process stays forever.
+//! the task's exit expires, and the shim is never shut down: it stays, alive and unknown
+//! to containerd, after its pod is gone.
 //!
 //! Symptom (a public debugging report by Cốc Cốc engineers, "mythical 0-link readable file and
 //! other wonkeries", section "filesystem IO-load and containerd"; containerd 1.6 with v1
@@ -11,107 +11,119 @@
 //! with no container. The kernel stack of the stuck unmount:
 //! `cleanup_mnt → deactivate_locked_super → generic_shutdown_super → sync_filesystem →
 //! ovl_sync_fs → sync_filesystem → __writeback_inodes_sb_nr → wb_wait_for_completion`.
-//! containerd's maintainers reproduced it with `strace -p <shim> -f --detach-on=execve
-//! -e inject=umount2:delay_enter=12s` (containerd/containerd#9004); the proposed fix mounts
-//! the rootfs overlay with `volatile` (containerd/containerd#4785), whose unmount skips the
-//! sync (overlayfs `volatile`, Linux 5.10; Documentation/filesystems/overlayfs.rst,
-//! "Volatile mount").
+//! Upstream: containerd/containerd#7496; the fixes and the releases that have them are in
+//! [`versions`]. containerd's regression test (integration/issue7496_linux_test.go) holds
+//! the shim's `umount2` 12 s on entry with strace, retries StopPodSandbox and
+//! RemovePodSandbox until both succeed, and wants the shim gone 15 s later.
 //!
-//! Environment: a `containerd-shim` stand-in with the v1 command line
-//! ([`faultline_runtime::shim`]) owns a container whose rootfs is an overlay at
-//! `<bundle>/rootfs` (lower on the scratch tmpfs; the container writes `dirty-mib` MiB into
-//! the upper layer, no fsync). The scenario plays containerd: it asks the shim to delete
-//! the task with a `deadline-ms` deadline (containerd's is 10 s; 1 s here) and, when it
-//! expires, removes the task's workdir and walks away without `shutdown`.
+//! Environment: a private containerd of the runtime under test (`--runtime`) with its CRI
+//! plugin, driven as kubelet drives it ([`faultline_runtime::containerd`]): one host-network
+//! pod whose container wrote `dirty-mib` MiB into its rootfs.
 //!
-//! Variants:
-//! - `injected-delay`: upper on tmpfs; the shim's `umount2` is delayed on entry by
-//!   `delay-ms` (default 3 × deadline) with the syscall injector, as in containerd's repro.
-//! - `real-stall`: no injection. The upper layer sits on ext4 on a loop device whose
-//!   backing file lives on our FUSE file system; the FUSE daemon's writes take
-//!   `write-latency-ms` (1000) each, so the unmount's `sync_fs` really blocks in the kernel. The
-//!   shim's state (D) and kernel stack are recorded.
-//! - `volatile` (the fix): as `real-stall`, but the overlay is mounted with `volatile`: no
-//!   sync on unmount, the delete answers before the deadline, the shim is shut down. Clean.
+//! Variants (expectations from [`versions`] for the containerd under test):
+//! - `cri-shim-v2`: runtime io.containerd.runc.v2; faultline's injector holds the shim's
+//!   `umount2` `delay-ms` (12 s) on entry. Reproduced on containerd < 1.6.24, 1.7.0–1.7.3.
+//! - `cri-shim-v1`: the same on io.containerd.runtime.v1.linux (`containerd-shim -workdir`,
+//!   one shim per container; the injector holds both). Reproduced on < 1.6.25, < 1.7.9.
+//! - `cri-real-stall`: runc v2, no injection. containerd's root, with the overlayfs
+//!   snapshotter's upper dirs, sits on ext4 on a loop device on slow FUSE, and the node
+//!   keeps writing to it ([`storage`]): every rootfs unmount blocks in `sync_fs` (the shim
+//!   is seen in D with that stack) past CRI's 10 s. Once containerd has given up on the
+//!   sandbox, the storage is made fast again. Expected as `cri-shim-v2`.
+//! - `cri-no-stall` (the control): the same pod, nothing slowed: the shim exits. Clean.
+//! - `cri-volatile` (the fix proposed in containerd#4785): as `cri-real-stall`, with the
+//!   snapshotter's `mount_options = ["volatile"]`: the unmount skips the sync. Clean;
+//!   skipped where containerd has no such option (before 1.6.24 / 1.7.4).
+//! - `volatile`: the same fix on the kernel alone, no runtime ([`volatile`]): an overlay on
+//!   the same slow storage, mounted volatile, unmounts within CRI's 10 s. Clean. It shows
+//!   the fix where `cri-volatile` cannot run.
 //!
-//! Reproduced = the deadline expired and the shim outlived its task (alive, workdir gone);
-//! in `real-stall` also the shim was seen blocked in D (continuously for 500 ms).
-//! The orphaned shim lives in the scenario's pid namespace and is killed at the end.
-//! Detectors: orphan-shim (the shim outlived its task) and, in `real-stall`, hung-task (the
-//! shim blocked in D inside the unmount).
-//!
-//! Files: `build` (layers, storage, shim), `trigger` (the stall and containerd's delete),
-//! `observe` (the blocked shim, the detectors); the verdict is here.
+//! Reproduced = the pod is gone (removal succeeded, CRI lists no such pod, containerd knows
+//! neither task) and a shim of the pod is still alive 15 s later; in `cri-real-stall` also
+//! the shim was seen blocked in D in an unmount's sync. This is judged from what was
+//! observed, independently of the detectors.
+//! Detectors: orphan-shim (the shim outlived its pod) and hung-task (the shim in D).
+//! The variants run side by side, each with its own containerd ([`batch`]): about 70 s in
+//! all instead of three minutes.
+//! Files: `pod` (containerd, image, pod), `storage` (slow disk, node load), `trigger`,
+//! `observe`, `versions`, `batch`, `volatile`; the verdict is here.
 
-mod build;
+mod batch;
 mod observe;
+mod pod;
+mod storage;
 mod trigger;
+mod versions;
+mod volatile;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use faultline_core::runtime_under_test::RuntimeUnderTest;
 use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, ScenarioOption, Variant,
-    VariantOutcome,
+    VariantOutcome, VariantSkipped,
 };
+use faultline_detect::hung_task::BlockClass;
 use faultline_detect::{hung_task, orphan_shim};
 use serde_json::json;
 
-use build::Env;
+use versions::{Release, ShimApi};
 
 pub struct DelayedUmount2;
 
 faultline_core::variant_kind! {
     enum Kind {
-        InjectedDelay = "injected-delay",
-        RealStall = "real-stall",
+        CriShimV2 = "cri-shim-v2",
+        CriShimV1 = "cri-shim-v1",
+        CriRealStall = "cri-real-stall",
+        CriNoStall = "cri-no-stall",
+        CriVolatile = "cri-volatile",
         Volatile = "volatile",
     }
 }
 
+/// How long a shim may take to exit after its pod is gone (upstream's test: 15 s).
+const EXIT_WINDOW: Duration = Duration::from_secs(15);
+/// CRI's deadline for handling a task's exit (`handleEventTimeout`).
+pub(crate) const CRI_EVENT_TIMEOUT_MS: u64 = 10_000;
+
 const OPTIONS: &[ScenarioOption] = &[
-    ScenarioOption {
-        key: "deadline-ms",
-        check: faultline_core::scenario::positive_number,
-        help: "the supervisor's delete deadline in ms (containerd's is 10000; default 1000)",
-    },
     ScenarioOption {
         key: "delay-ms",
         check: faultline_core::scenario::positive_number,
-        help: "injected-delay: how long the shim's umount2 is held, in ms (default 3 x deadline)",
+        help: "cri-shim-v1/v2: how long the shim's umount2 is held on entry, in ms (default 12000, as upstream's test)",
     },
     ScenarioOption {
         key: "write-latency-ms",
         check: faultline_core::scenario::positive_number,
-        help: "real-stall: the FUSE backing store's write latency in ms (default 1000)",
+        help: "cri-real-stall/cri-volatile: the slow storage's write latency in ms (default 300)",
     },
     ScenarioOption {
         key: "dirty-mib",
         check: dirty_mib,
-        help: "MiB of dirty data written into the upper layer before the stop (default 16)",
+        help: "MiB the container writes into its rootfs before its pod is stopped (default 4)",
     },
 ];
 
-/// The ext4 image under the upper layer of `real-stall` and `volatile`.
-pub(crate) const UPPER_IMAGE_MIB: u64 = 256;
-/// What fits in it: mkfs.ext4 leaves about 214 MiB of a 256 MiB image free (journal, inode
-/// tables, 5% reserved); the rest is margin for the overlay's own files.
-const MAX_DIRTY_MIB: u64 = 200;
+/// What fits the slow storage's ext4 image beside containerd's root and the node's load.
+const MAX_DIRTY_MIB: u64 = 160;
 
 fn dirty_mib(value: &str) -> Result<(), String> {
     faultline_core::scenario::positive_number(value)?;
     match value.parse::<u64>() {
         Ok(mib) if mib > MAX_DIRTY_MIB => Err(format!(
-            "at most {MAX_DIRTY_MIB} MiB fit the upper layer's {UPPER_IMAGE_MIB} MiB ext4 image"
+            "at most {MAX_DIRTY_MIB} MiB fit the slow storage's {} MiB ext4 image",
+            storage::IMAGE_MIB
         )),
         _ => Ok(()),
     }
 }
 
 /// [`OPTIONS`] as read for one run.
+#[derive(Debug, Clone)]
 struct Options {
-    deadline: Duration,
     delay: Duration,
     write_latency: Duration,
     dirty_bytes: u64,
@@ -119,13 +131,10 @@ struct Options {
 
 impl Options {
     fn read(ctx: &Context) -> anyhow::Result<Options> {
-        let deadline = Duration::from_millis(option_u64(ctx, "deadline-ms", 1000)?);
-        let delay_default = 3 * deadline.as_millis() as u64;
         Ok(Options {
-            deadline,
-            delay: Duration::from_millis(option_u64(ctx, "delay-ms", delay_default)?),
-            write_latency: Duration::from_millis(option_u64(ctx, "write-latency-ms", 1000)?),
-            dirty_bytes: option_u64(ctx, "dirty-mib", 16)? << 20,
+            delay: Duration::from_millis(option_u64(ctx, "delay-ms", 12_000)?),
+            write_latency: Duration::from_millis(option_u64(ctx, "write-latency-ms", 300)?),
+            dirty_bytes: option_u64(ctx, "dirty-mib", 4)? << 20,
         })
     }
 }
@@ -139,24 +148,37 @@ fn option_u64(ctx: &Context, key: &str, default: u64) -> anyhow::Result<u64> {
     }
 }
 
+/// The containerd release under test; `None` without a runtime (every variant skips) or
+/// when its version line cannot be read (the expectations are then those of a release
+/// without the fixes).
+fn release(runtime: Option<&RuntimeUnderTest>) -> Option<Release> {
+    Release::parse(&runtime?.versions.containerd)
+}
+
+fn expect(reproduced: bool) -> Expectation {
+    if reproduced {
+        Expectation::Reproduced
+    } else {
+        Expectation::Clean
+    }
+}
+
 impl Scenario for DelayedUmount2 {
     fn options(&self) -> &'static [ScenarioOption] {
         OPTIONS
     }
 
-    /// The injected delay must outlast the deadline, or nothing is orphaned.
+    /// The shim's unmount calls umount2 until it fails (twice: mount.UnmountAll); together
+    /// the held calls must outlast CRI's 10 s, or nothing is orphaned.
     fn check_options(&self, options: &BTreeMap<String, String>) -> Result<(), String> {
-        let number = |key, default| {
-            options
-                .get(key)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(default)
-        };
-        let deadline = number("deadline-ms", 1000);
-        let delay = number("delay-ms", 3 * deadline);
-        if delay <= deadline {
+        let delay = options
+            .get("delay-ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(12_000);
+        if 2 * delay <= CRI_EVENT_TIMEOUT_MS {
             return Err(format!(
-                "delay-ms ({delay}) must be longer than deadline-ms ({deadline}): the delete must outlast the deadline"
+                "delay-ms ({delay}) must be above {}: the shim's two umount2 calls must outlast CRI's 10 s deadline",
+                CRI_EVENT_TIMEOUT_MS / 2
             ));
         }
         Ok(())
@@ -167,7 +189,16 @@ impl Scenario for DelayedUmount2 {
     }
 
     fn summary(&self) -> &'static str {
-        "the shim's umount2 of the overlay rootfs blocks in sync_fs past the runtime's deadline; the shim is orphaned"
+        "the shim's umount2 of the overlay rootfs blocks past CRI's deadline; containerd forgets the shim, which stays"
+    }
+
+    /// Its CRI variants drive the containerd of the runtime under test.
+    fn uses_runtime(&self) -> bool {
+        true
+    }
+
+    fn uses_containerd(&self) -> bool {
+        true
     }
 
     fn detectors(&self) -> &'static [&'static str] {
@@ -184,80 +215,245 @@ impl Scenario for DelayedUmount2 {
                 path: "/dev/fuse",
                 why: "the FUSE device (modprobe fuse; in a container, pass --device /dev/fuse)",
             },
+            Requirement::Path {
+                path: pod::BUSYBOX,
+                why: "a static busybox for the pods' image: apt-get install busybox-static (or run ci/setup)",
+            },
             Requirement::binary("mkfs.ext4", "e2fsprogs"),
-            Requirement::binary("sleep", "coreutils"),
         ]
     }
 
-    fn variants(&self, _kernel: &KernelVersion) -> Vec<Variant> {
+    /// Expectations as on a containerd without the fixes (the runtime is not known here).
+    fn variants(&self, kernel: &KernelVersion) -> Vec<Variant> {
+        self.variants_for(kernel, &BTreeMap::new(), None)
+    }
+
+    fn variants_for(
+        &self,
+        _kernel: &KernelVersion,
+        _options: &BTreeMap<String, String>,
+        runtime: Option<&RuntimeUnderTest>,
+    ) -> Vec<Variant> {
+        let (v2, v1) = match release(runtime) {
+            Some(r) => (
+                versions::leaks(ShimApi::V2, r),
+                versions::leaks(ShimApi::V1, r),
+            ),
+            None => (true, true),
+        };
         vec![
             Variant::new(
-                Kind::InjectedDelay,
-                "the shim's umount2 delayed on entry with the syscall injector (containerd's strace repro)",
-                Expectation::Reproduced,
+                Kind::CriShimV2,
+                "runc v2 shim's umount2 held 12 s on entry; StopPodSandbox + RemovePodSandbox retried",
+                expect(v2),
             ),
             Variant::new(
-                Kind::RealStall,
-                "upper layer on ext4 on a loop device on slow FUSE: umount2's sync_fs blocks in the kernel (D)",
-                Expectation::Reproduced,
+                Kind::CriShimV1,
+                "the same on the v1 shim (containerd-shim -workdir), one shim per container",
+                expect(v1),
+            ),
+            Variant::new(
+                Kind::CriRealStall,
+                "containerd's root on ext4 on slow FUSE under node I/O: the unmount's sync_fs blocks (D)",
+                expect(v2),
+            ),
+            Variant::new(
+                Kind::CriNoStall,
+                "the same pod, nothing slowed: the shim exits once the pod is removed",
+                Expectation::Clean,
+            ),
+            Variant::new(
+                Kind::CriVolatile,
+                "slow storage, snapshotter mount_options = [\"volatile\"]: no sync on unmount",
+                Expectation::Clean,
             ),
             Variant::new(
                 Kind::Volatile,
-                "same slow storage, overlay mounted with volatile: no sync on unmount, delete within the deadline",
+                "kernel only: an overlay on the same slow storage mounted volatile unmounts within CRI's 10 s",
                 Expectation::Clean,
             ),
         ]
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(170)
+        Duration::from_secs(300)
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {
         let kind: Kind = variant.kind()?;
-        let opts = Options::read(ctx)?;
-        let (mut env, client) = Env::build(ctx, kind, &opts)?;
-        let injector = trigger::stall(ctx, kind, &mut env, &opts)?;
-        let delete = trigger::delete_task(ctx, &mut env, client, opts.deadline)?;
-
-        let shim_pid = env.shim.pid();
-        let shim_alive = env.shim.alive();
-        let workdir_gone = !env.spec.workdir().exists();
-        let mut observed = json!({
-            "shim": {"pid": shim_pid, "argv0": "containerd-shim", "args": env.spec.argv()},
-            "overlay_options": env.overlay,
-            "dirty_bytes": opts.dirty_bytes,
-            "deadline_ms": opts.deadline.as_millis() as u64,
-            "deadline_expired": delete.deadline_expired,
-            "delete_answer": delete.answer,
-            "delete_waited_ms": delete.waited_ms,
-            "shim_alive_after_runtime_gave_up": shim_alive,
-            "workdir_removed": workdir_gone,
-        });
-        let mut findings = observe::orphan_findings(shim_pid)?;
-        // The stall must be the kernel's in real-stall: the shim blocked in D in the unmount.
-        let blocked_if_required = match kind {
-            Kind::RealStall if shim_alive => {
-                let blocked = observe::blocked_shim(shim_pid)?;
-                observed["shim_blocked"] = observe::blocked_json(&blocked);
-                findings.extend(blocked.as_ref().ok().map(|t| t.finding()));
-                blocked.is_ok()
-            }
-            Kind::RealStall => false,
-            Kind::InjectedDelay | Kind::Volatile => true, // not required
+        let runtime = ctx.runtime.clone();
+        let r = match &runtime {
+            Some(rt) => Some(release(Some(rt)).with_context(|| {
+                format!(
+                    "failed to read containerd's release from {:?}",
+                    rt.versions.containerd
+                )
+            })?),
+            None => None,
         };
-        let reproduced =
-            delete.deadline_expired && shim_alive && workdir_gone && blocked_if_required;
-
-        // Let the unmount finish, then clear away the orphan.
-        if let Some(a) = injector {
-            observed["injections"] = json!(a.detach()?.events);
+        if let Some(why) = lacking(ctx, kind, r) {
+            return Err(VariantSkipped::error(why));
         }
-        env.teardown()?;
-        Ok(VariantOutcome {
-            reproduced,
-            observed,
-            findings,
+        // Every variant this run asks for that can run here, to run side by side.
+        let all: Vec<Kind> = self
+            .variants_for(&ctx.kernel, &ctx.options, runtime.as_ref())
+            .iter()
+            .filter_map(|v| v.kind::<Kind>().ok())
+            .filter(|&k| lacking(ctx, k, r).is_none())
+            .collect();
+        let env = batch::Env::new(ctx, runtime, Options::read(ctx)?);
+        batch::outcome(&env, kind, &all, timed_run)
+    }
+}
+
+/// Why `kind` cannot run here, if it cannot: no runtime under test (`None`), or what the
+/// containerd release `r` or the kernel lacks.
+fn lacking(ctx: &Context, kind: Kind, r: Option<Release>) -> Option<String> {
+    // overlayfs `volatile`: Linux 5.10 (commit c86243b090bc, "ovl: provide a mount option
+    // "volatile"").
+    let no_volatile = || {
+        (!ctx.kernel.at_least("5.10")).then(|| {
+            format!(
+                "kernel {} has no overlayfs volatile (5.10)",
+                ctx.kernel.release
+            )
         })
+    };
+    if kind == Kind::Volatile {
+        return no_volatile();
+    }
+    let Some(r) = r else {
+        return Some(
+            "needs a container runtime: run with `--runtime system` and containerd and runc installed (apt-get install containerd runc, or run ci/setup)".into(),
+        );
+    };
+    match kind {
+        Kind::CriShimV1 => versions::has_shim_v1(r).err(),
+        Kind::CriVolatile => versions::has_overlay_mount_options(r)
+            .err()
+            .or_else(no_volatile),
+        Kind::CriShimV2 | Kind::CriRealStall | Kind::CriNoStall | Kind::Volatile => None,
+    }
+}
+
+/// [`run`], with the variant's wall time in what it observed.
+fn timed_run(env: &batch::Env, kind: Kind) -> anyhow::Result<VariantOutcome> {
+    let start = std::time::Instant::now();
+    let mut outcome = match kind {
+        Kind::Volatile => volatile::run(env)?,
+        _ => run(env, kind)?,
+    };
+    outcome.observed["wall_ms"] = json!(start.elapsed().as_millis() as u64);
+    Ok(outcome)
+}
+
+fn run(env: &batch::Env, kind: Kind) -> anyhow::Result<VariantOutcome> {
+    let opts = &env.opts;
+    let mut lab = pod::Lab::build(env, kind)?;
+    let mut t = trigger::trigger(env, &mut lab, kind)?;
+    let fates = observe::watch_exit(&lab.shims, EXIT_WINDOW);
+    let view = observe::containerd_view(&lab)?;
+    let findings = observe::findings(&fates, t.blocked.as_ref())?;
+
+    let pod_gone = t.removal.removed && !view.pod_listed && !view.pod_task && !view.container_task;
+    let shim_outlived_pod = fates.iter().any(|f| f.alive);
+    let blocked_in_sync = t
+        .blocked
+        .as_ref()
+        .is_some_and(|b| b.as_ref().is_ok_and(|t| t.class == BlockClass::UnmountSync));
+    let stall_required = kind == Kind::CriRealStall;
+    let reproduced = pod_gone && shim_outlived_pod && (blocked_in_sync || !stall_required);
+
+    let mut observed = json!({
+        "containerd": lab.ctd.version(),
+        "handler": lab.shims[0].kind,
+        "pod": lab.pod.id,
+        "container": lab.container,
+        "dirty_bytes": opts.dirty_bytes,
+        "removal": t.removal,
+        "pod_gone": pod_gone,
+        "shims": fates,
+        "shim_outlived_pod": shim_outlived_pod,
+        "exit_window_ms": EXIT_WINDOW.as_millis() as u64,
+        "containerd_view": view.json,
+        "sandbox_task_exit_gave_up_ms": t.gave_up_ms,
+    });
+    if let Some(b) = &t.blocked {
+        observed["shim_blocked"] = observe::blocked_json(b);
+        observed["write_latency_ms"] = json!(opts.write_latency.as_millis() as u64);
+        observed["node_load_mib_written"] = json!(t.node_load_mib);
+    }
+    let mut injections = Vec::new();
+    for a in t.injectors.drain(..) {
+        injections.extend(a.detach()?.events);
+    }
+    if kind == Kind::CriShimV2 || kind == Kind::CriShimV1 {
+        observed["delay_ms"] = json!(opts.delay.as_millis() as u64);
+        observed["injections"] = json!(injections);
+    }
+    let teardown = lab.ctd.teardown();
+    observed["teardown"] = json!(teardown);
+    Ok(VariantOutcome {
+        reproduced,
+        observed,
+        findings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(version: &str) -> RuntimeUnderTest {
+        RuntimeUnderTest {
+            spec: "system".into(),
+            containerd: "/usr/bin/containerd".into(),
+            oci: "/usr/sbin/runc".into(),
+            versions: faultline_core::runtime_under_test::RuntimeVersions {
+                containerd: format!("containerd github.com/containerd/containerd {version}"),
+                oci: "runc version 1.1.5".into(),
+            },
+        }
+    }
+
+    fn expectations(version: &str) -> Vec<(&'static str, Expectation)> {
+        let kernel = KernelVersion::running();
+        DelayedUmount2
+            .variants_for(&kernel, &BTreeMap::new(), Some(&runtime(version)))
+            .into_iter()
+            .map(|v| (v.name, v.expected))
+            .collect()
+    }
+
+    #[test]
+    fn expectations_follow_the_containerd_release() {
+        use Expectation::{Clean, Reproduced};
+        assert_eq!(
+            expectations("1.6.20~ds1"),
+            [
+                ("cri-shim-v2", Reproduced),
+                ("cri-shim-v1", Reproduced),
+                ("cri-real-stall", Reproduced),
+                ("cri-no-stall", Clean),
+                ("cri-volatile", Clean),
+                ("volatile", Clean),
+            ]
+        );
+        // v2 fixed in 1.6.24, v1 only in 1.6.25.
+        let on_1_6_24 = expectations("1.6.24");
+        assert_eq!(on_1_6_24[0], ("cri-shim-v2", Clean));
+        assert_eq!(on_1_6_24[1], ("cri-shim-v1", Reproduced));
+        assert_eq!(on_1_6_24[2], ("cri-real-stall", Clean));
+        assert!(expectations("2.1.4").iter().all(|(_, e)| *e == Clean));
+        assert_eq!(expectations("1.7.3")[0], ("cri-shim-v2", Reproduced));
+    }
+
+    #[test]
+    fn a_delay_that_cannot_outlast_the_deadline_is_refused() {
+        let opts = |d: &str| BTreeMap::from([("delay-ms".to_string(), d.to_string())]);
+        assert!(DelayedUmount2.check_options(&opts("12000")).is_ok());
+        let why = DelayedUmount2.check_options(&opts("5000")).unwrap_err();
+        assert!(why.contains("above 5000"), "{why}");
+        assert!(DelayedUmount2.check_options(&BTreeMap::new()).is_ok());
     }
 }

@@ -1,85 +1,205 @@
-//! The trigger: the stall (injected into the shim's umount2, or the slow storage's writes),
-//! then containerd's part: delete the task within a deadline, else remove its state and
-//! walk away from the shim.
+//! The trigger: a slow rootfs unmount in the pod's shim (held on entry by faultline's
+//! injector, or really slow on the slow storage), then kubelet's part, as containerd's
+//! regression test for #7496 (integration/issue7496_linux_test.go) does it: StopPodSandbox
+//! and RemovePodSandbox retried until both succeed, within 3 minutes.
 
+use std::path::PathBuf;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use faultline_core::Context;
+use faultline_detect::hung_task::BlockedTask;
 use faultline_inject::{Attached, Injector, Rule};
-use faultline_runtime::shim::{ShimClient, ShimError};
+use faultline_runtime::cri::Cri;
+use serde::Serialize;
 
-use super::build::Env;
-use super::{Kind, Options};
+use super::batch::Env;
+use super::observe::DWatch;
+use super::pod::Lab;
+use super::storage::NodeLoad;
+use super::Kind;
 
-/// Makes the shim's unmount slow: `injected-delay` holds umount2 on entry, as containerd's
-/// maintainers did with `strace -e inject=umount2:delay_enter=12s`
-/// (containerd/containerd#9004); the others slow the upper layer's storage down.
-pub(super) fn stall(
-    ctx: &Context,
-    kind: Kind,
-    env: &mut Env,
-    opts: &Options,
-) -> anyhow::Result<Option<Attached>> {
-    match kind {
-        Kind::InjectedDelay => {
-            let mut rule = Rule::new("umount2")?;
-            rule.delay_enter = Some(opts.delay);
-            ctx.progress(format!("injecting {} into the shim", rule.to_strace()));
-            let attached = Injector::new(vec![rule])
+/// How long the StopPodSandbox + RemovePodSandbox loop may take (upstream's test: 3 min).
+const REMOVAL_LIMIT: Duration = Duration::from_secs(180);
+/// One call's bound: kubelet's default `--runtime-request-timeout` is 2 min; StopPodSandbox
+/// took 50 s here while two unmounts were held 2 x 12 s each.
+const CALL_LIMIT: Duration = Duration::from_secs(90);
+/// What containerd logs when CRI's 10 s deadline for the sandbox's TaskExit expired; the
+/// slow storage is made fast again once it is there, so that the stop can finish.
+pub(super) const SANDBOX_GAVE_UP: &str = "failed to handle sandbox TaskExit event";
+
+/// One call of the loop.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Attempt {
+    pub(super) call: &'static str,
+    pub(super) at_ms: u64,
+    pub(super) took_ms: u64,
+    pub(super) error: Option<String>,
+}
+
+/// The loop's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Removal {
+    pub(super) removed: bool,
+    pub(super) took_ms: u64,
+    pub(super) attempts: Vec<Attempt>,
+}
+
+/// StopPodSandbox until it succeeds, then RemovePodSandbox until it succeeds, 1 s apart.
+pub(super) fn stop_and_remove(cri: &Cri, pod: &str) -> Removal {
+    let start = Instant::now();
+    let mut attempts = Vec::new();
+    let mut stopped = false;
+    while start.elapsed() < REMOVAL_LIMIT {
+        let left = REMOVAL_LIMIT
+            .saturating_sub(start.elapsed())
+            .min(CALL_LIMIT);
+        let t = Instant::now();
+        let (call, result) = if stopped {
+            ("RemovePodSandbox", cri.remove_pod(pod, left))
+        } else {
+            ("StopPodSandbox", cri.stop_pod(pod, left))
+        };
+        attempts.push(Attempt {
+            call,
+            at_ms: t.duration_since(start).as_millis() as u64,
+            took_ms: t.elapsed().as_millis() as u64,
+            error: result.as_ref().err().map(|e| e.to_string()),
+        });
+        match (call, result) {
+            ("StopPodSandbox", Ok(())) => stopped = true,
+            ("RemovePodSandbox", Ok(())) => {
+                return Removal {
+                    removed: true,
+                    took_ms: start.elapsed().as_millis() as u64,
+                    attempts,
+                }
+            }
+            _ => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+    Removal {
+        removed: false,
+        took_ms: start.elapsed().as_millis() as u64,
+        attempts,
+    }
+}
+
+/// What the trigger did and saw.
+pub(super) struct Triggered {
+    pub(super) removal: Removal,
+    pub(super) injectors: Vec<Attached>,
+    /// The first shim seen blocked in D (`cri-real-stall`, `cri-volatile`), or what was seen.
+    pub(super) blocked: Option<Result<BlockedTask, String>>,
+    /// When containerd gave up on the sandbox's TaskExit, since the removal started.
+    pub(super) gave_up_ms: Option<u64>,
+    pub(super) node_load_mib: u64,
+}
+
+/// Holds umount2 `delay` on entry in every shim of the pod, as upstream's test does with
+/// `strace -f --detach-on=execve -e inject=umount2:delay_enter=12s` on the shim.
+fn inject(env: &Env, kind: Kind, lab: &Lab) -> anyhow::Result<Vec<Attached>> {
+    let mut rule = Rule::new("umount2")?;
+    rule.delay_enter = Some(env.opts.delay);
+    env.progress(
+        kind,
+        format!("injecting {} into the pod's shims", rule.to_strace()),
+    );
+    lab.shims
+        .iter()
+        .map(|s| {
+            Injector::new(vec![rule.clone()])
                 .detach_on_exec(true)
-                .attach(env.shim.pid())?;
-            Ok(Some(attached))
-        }
-        Kind::RealStall | Kind::Volatile => {
-            env.set_write_latency(opts.write_latency)?;
-            Ok(None)
-        }
-    }
+                .attach(s.pid)
+                .with_context(|| format!("failed to attach to the shim {}", s.pid))
+        })
+        .collect()
 }
 
-/// What the runtime saw of its delete.
-pub(super) struct Delete {
-    pub(super) deadline_expired: bool,
-    pub(super) answer: Option<String>,
-    pub(super) waited_ms: u64,
+/// Removes the pod on another thread (its own CRI connection) so the stall can be watched
+/// and, once containerd gave up, lifted.
+fn remove_in_background(socket: PathBuf, pod: String) -> JoinHandle<anyhow::Result<Removal>> {
+    std::thread::spawn(move || {
+        let cri = Cri::connect(&socket)?;
+        Ok(stop_and_remove(&cri, &pod))
+    })
 }
 
-/// containerd: delete the task within the deadline and shut the shim down; when the
-/// deadline expires, remove the task's workdir and forget the shim (no `shutdown`).
-pub(super) fn delete_task(
-    ctx: &Context,
-    env: &mut Env,
-    mut client: ShimClient,
-    deadline: Duration,
-) -> anyhow::Result<Delete> {
-    let t0 = Instant::now();
-    match client.request("delete", deadline) {
-        Ok(answer) => {
-            let waited_ms = t0.elapsed().as_millis() as u64;
-            client.request("shutdown", Duration::from_secs(10))?;
-            env.shim
-                .group_mut()
-                .wait_timeout(Duration::from_secs(10))?
-                .context("the shim did not exit after shutdown")?;
-            std::fs::remove_dir_all(env.spec.workdir())?;
-            Ok(Delete {
-                deadline_expired: false,
-                answer: Some(answer),
-                waited_ms,
-            })
-        }
-        Err(ShimError::DeadlineExceeded(_)) => {
-            let waited_ms = t0.elapsed().as_millis() as u64;
-            ctx.progress("delete: context deadline exceeded; removing the task's state");
-            drop(client);
-            std::fs::remove_dir_all(env.spec.workdir())?;
-            Ok(Delete {
-                deadline_expired: true,
-                answer: None,
-                waited_ms,
-            })
-        }
-        Err(e) => Err(e).context("the shim failed to delete the task"),
+/// The stall, the removal loop, and (slow storage) watching the shim in D until containerd
+/// gives up on the sandbox, then making the storage fast again.
+pub(super) fn trigger(env: &Env, lab: &mut Lab, kind: Kind) -> anyhow::Result<Triggered> {
+    let opts = &env.opts;
+    let injectors = match kind {
+        Kind::CriShimV2 | Kind::CriShimV1 => inject(env, kind, lab)?,
+        Kind::CriRealStall | Kind::CriVolatile | Kind::CriNoStall | Kind::Volatile => Vec::new(),
+    };
+    let mut load = None;
+    if let Some(storage) = lab.storage.as_mut() {
+        storage.set_write_latency(opts.write_latency)?;
+        load = Some(NodeLoad::start(storage)?);
+        env.progress(
+            kind,
+            format!(
+                "slow storage: {} ms a write, the node rewriting a file on it",
+                opts.write_latency.as_millis()
+            ),
+        );
     }
+    let start = Instant::now();
+    let removal = remove_in_background(lab.ctd.socket(), lab.pod.id.clone());
+    let mut watch = lab.storage.as_ref().map(|_| DWatch::new());
+    let shim = lab.shims[0].pid;
+    let mut gave_up_ms = None;
+    while !removal.is_finished() && start.elapsed() < REMOVAL_LIMIT {
+        if let Some(w) = watch.as_mut() {
+            w.poll(shim)?;
+        }
+        if gave_up_ms.is_none() && !lab.ctd.log_lines(SANDBOX_GAVE_UP).is_empty() {
+            gave_up_ms = Some(start.elapsed().as_millis() as u64);
+            env.progress(kind, "containerd gave up on the sandbox's TaskExit");
+            if load.is_some() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut node_load_mib = 0;
+    if let (Some(load), Some(storage)) = (load, lab.storage.as_mut()) {
+        storage.set_write_latency(Duration::ZERO)?;
+        node_load_mib = load.stop(Duration::from_secs(60));
+        env.progress(kind, "slow storage fast again");
+    }
+    let removal = join_bounded(removal, REMOVAL_LIMIT.saturating_sub(start.elapsed()))?;
+    env.progress(
+        kind,
+        format!(
+            "pod removed={} after {} ms ({} calls)",
+            removal.removed,
+            removal.took_ms,
+            removal.attempts.len()
+        ),
+    );
+    Ok(Triggered {
+        removal,
+        injectors,
+        blocked: watch.map(DWatch::into_result),
+        gave_up_ms,
+        node_load_mib,
+    })
+}
+
+/// Joins the removal thread, waiting at most `limit` (its calls are bounded, so it ends).
+fn join_bounded(
+    handle: JoinHandle<anyhow::Result<Removal>>,
+    limit: Duration,
+) -> anyhow::Result<Removal> {
+    faultline_sys::wait_until("the pod's removal loop", limit + CALL_LIMIT, || {
+        handle
+            .is_finished()
+            .then_some(())
+            .ok_or_else(|| "still calling".to_string())
+    })?;
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the removal thread panicked"))?
 }

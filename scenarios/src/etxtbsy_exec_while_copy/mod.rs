@@ -65,6 +65,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
+use faultline_core::runtime_under_test::RuntimeUnderTest;
 use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, ScenarioOption, Variant,
     VariantOutcome,
@@ -152,6 +153,7 @@ impl Scenario for EtxtbsyExecWhileCopy {
         &self,
         kernel: &KernelVersion,
         options: &BTreeMap<String, String>,
+        _runtime: Option<&RuntimeUnderTest>,
     ) -> Vec<Variant> {
         if options.contains_key("copier") {
             vec![Variant::new(
@@ -326,13 +328,13 @@ mod tests {
     fn copier_option_replaces_the_built_ins() {
         let mut options = BTreeMap::new();
         options.insert("copier".to_string(), "cp {src} {dst}".to_string());
-        let v = EtxtbsyExecWhileCopy.variants_for(&k("6.18.44"), &options);
+        let v = EtxtbsyExecWhileCopy.variants_for(&k("6.18.44"), &options, None);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].name, "copier");
         assert_eq!(v[0].expected, Expectation::Clean);
         assert_eq!(
             EtxtbsyExecWhileCopy
-                .variants_for(&k("6.18.44"), &BTreeMap::new())
+                .variants_for(&k("6.18.44"), &BTreeMap::new(), None)
                 .len(),
             3
         );

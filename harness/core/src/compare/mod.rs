@@ -266,6 +266,7 @@ mod tests {
             detected,
             expected: expected.into(),
             observed: serde_json::Value::Null,
+            skipped: None,
         }
     }
 

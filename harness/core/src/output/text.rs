@@ -41,6 +41,10 @@ pub fn run_table(report: &RunReport) -> String {
             s.reason
         );
         for v in &s.variants {
+            if let Some(why) = &v.skipped {
+                let _ = writeln!(out, "{:width$}    {:18} skipped: {why}", "", v.variant);
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "{:width$}    {:18} expected {:10} reproduced {:5} detected {}",

@@ -16,7 +16,7 @@ use nix::sched::CloneFlags;
 use super::{artifacts, registry, verdict, ChildArgs, ChildLine};
 use crate::guard::Mount;
 use crate::result::{ScenarioResult, Status};
-use crate::scenario::{Context, Scenario};
+use crate::scenario::{Context, Scenario, VariantSkipped};
 use faultline_sys::entry::Entry;
 use faultline_sys::kernel::KernelVersion;
 use faultline_sys::kmsg::KmsgCursor;
@@ -182,12 +182,19 @@ fn run_variants(
     let mut result = ScenarioResult::without_variants(s.name(), Status::Error, "");
     let kernel = ctx.kernel.clone();
     let mut judged = Vec::new();
-    for variant in s.variants_for(&kernel, &args.options) {
+    for variant in s.variants_for(&kernel, &args.options, args.runtime.as_ref()) {
         ctx.progress(format!("variant {}", variant.name));
         let outcome =
             std::panic::catch_unwind(AssertUnwindSafe(|| s.run_variant(&mut ctx, &variant)));
         let outcome = match outcome {
             Ok(Ok(o)) => o,
+            Ok(Err(e)) if e.downcast_ref::<VariantSkipped>().is_some() => {
+                let reason = e.downcast::<VariantSkipped>().map(|s| s.reason);
+                let j = verdict::Judged::skipped(&variant, reason.unwrap_or_default());
+                let _ = emit(out, &ChildLine::Variant(Box::new(j.result.clone())));
+                judged.push(j);
+                continue;
+            }
             Ok(Err(e)) => {
                 result.reason = format!("variant {}: {e:#}", variant.name);
                 break;

@@ -37,15 +37,36 @@ impl Judged {
                 detected: outcome.findings.iter().any(is_declared),
                 expected: variant.expected.as_str().to_string(),
                 observed: outcome.observed,
+                skipped: None,
             },
             undeclared,
             findings: outcome.findings,
         }
     }
 
-    /// What went wrong with this variant, or `None` when it behaved as expected.
+    /// A variant that did not run here, and why ([`crate::scenario::VariantSkipped`]).
+    pub fn skipped(variant: &Variant, reason: String) -> Judged {
+        Judged {
+            result: VariantResult {
+                variant: variant.name.to_string(),
+                reproduced: false,
+                detected: false,
+                expected: variant.expected.as_str().to_string(),
+                observed: serde_json::Value::Null,
+                skipped: Some(reason),
+            },
+            undeclared: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// What went wrong with this variant, or `None` when it behaved as expected (or was
+    /// skipped: it did nothing that could go wrong).
     pub fn problem(&self) -> Option<String> {
         let v = &self.result;
+        if v.skipped.is_some() {
+            return None;
+        }
         let expected_reproduced = v.expected == Expectation::Reproduced.as_str();
         let mut problems = Vec::new();
         match (expected_reproduced, v.reproduced) {
@@ -70,9 +91,22 @@ impl Judged {
 
 /// Status and one-line reason for a scenario whose variants all ran. A failure ends with
 /// the first finding's own words for each failing variant that has one.
+/// Skipped variants neither pass nor fail: a scenario with only skipped variants is a skip,
+/// and a pass says which were skipped and why.
 pub fn judge(variants: &[Judged]) -> (Status, String) {
     if variants.is_empty() {
         return (Status::Error, "no variant ran".into());
+    }
+    let skipped = variants
+        .iter()
+        .filter(|j| j.result.skipped.is_some())
+        .count();
+    let ran = variants.len() - skipped;
+    if ran == 0 {
+        return (
+            Status::Skip,
+            format!("every variant skipped: {}", skip_reasons(variants)),
+        );
     }
     let failing: Vec<(&Judged, String)> = variants
         .iter()
@@ -80,15 +114,14 @@ pub fn judge(variants: &[Judged]) -> (Status, String) {
         .collect();
     if failing.is_empty() {
         let reproduced = variants.iter().filter(|j| j.result.reproduced).count();
-        return (
-            Status::Pass,
-            format!(
-                "{} variants as expected ({} reproduced and detected, {} clean)",
-                variants.len(),
-                reproduced,
-                variants.len() - reproduced
-            ),
+        let mut reason = format!(
+            "{ran} variants as expected ({reproduced} reproduced and detected, {} clean)",
+            ran - reproduced
         );
+        if skipped > 0 {
+            reason.push_str(&format!("; {skipped} skipped: {}", skip_reasons(variants)));
+        }
+        return (Status::Pass, reason);
     }
     let mut reason = failing
         .iter()
@@ -101,6 +134,26 @@ pub fn judge(variants: &[Judged]) -> (Status, String) {
         }
     }
     (Status::Fail, reason)
+}
+
+/// Why variants were skipped, each reason once with the variants it skipped:
+/// `needs X (a, b); needs Y (c)`.
+fn skip_reasons(variants: &[Judged]) -> String {
+    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+    for j in variants {
+        let Some(why) = j.result.skipped.as_deref() else {
+            continue;
+        };
+        match reasons.iter_mut().find(|(r, _)| *r == why) {
+            Some((_, names)) => names.push(&j.result.variant),
+            None => reasons.push((why, vec![&j.result.variant])),
+        }
+    }
+    reasons
+        .iter()
+        .map(|(why, names)| format!("{why} ({})", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -194,6 +247,47 @@ mod tests {
         let (s, why) = judge(&clean);
         assert_eq!(s, Status::Fail);
         assert!(why.contains("does not declare: hung-task"), "{why}");
+    }
+
+    #[test]
+    fn skipped_variants_neither_pass_nor_fail() {
+        let lacking = Variant {
+            name: "cri-volatile",
+            summary: "",
+            expected: Expectation::Clean,
+        };
+        let skipped = Judged::skipped(&lacking, "needs containerd 1.6.24".into());
+        assert_eq!(skipped.problem(), None);
+        let (s, why) = judge(std::slice::from_ref(&skipped));
+        assert_eq!(s, Status::Skip, "{why}");
+        assert_eq!(
+            why,
+            "every variant skipped: needs containerd 1.6.24 (cri-volatile)"
+        );
+        let other = Variant {
+            name: "cri-no-stall",
+            ..lacking.clone()
+        };
+        let both = [
+            skipped.clone(),
+            Judged::skipped(&other, "needs containerd 1.6.24".into()),
+        ];
+        assert_eq!(
+            judge(&both).1,
+            "every variant skipped: needs containerd 1.6.24 (cri-volatile, cri-no-stall)"
+        );
+
+        let ran = v("rename", Expectation::Reproduced, true, &["stale-bind"]);
+        let (s, why) = judge(&[ran.clone(), skipped.clone()]);
+        assert_eq!(s, Status::Pass, "{why}");
+        assert!(why.starts_with("1 variants as expected"), "{why}");
+        assert!(
+            why.ends_with("; 1 skipped: needs containerd 1.6.24 (cri-volatile)"),
+            "{why}"
+        );
+
+        let missed = v("rename", Expectation::Reproduced, true, &[]);
+        assert_eq!(judge(&[missed, skipped]).0, Status::Fail);
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! The processes a private containerd leaves: containerd itself, its shims (found by the
+//! `-address <socket>` every shim gets on its command line), and the containers they run.
+//! Read from /proc, killed with SIGKILL and, when they are our children (a daemonized shim
+//! v2 and the containers of a dead shim are re-parented to pid 1 of the scenario's pid
+//! namespace, which is us), reaped.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+/// Every pid in /proc (this pid namespace's, as /proc is mounted for it).
+pub fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `/proc/PID/cmdline` split at NULs; `None` for a process that is gone, a zombie or a
+/// kernel thread (all have an empty command line).
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if raw.is_empty() {
+        return None;
+    }
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `D`, `Z`, ...), `None` when gone.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Running or sleeping: there, and neither a zombie nor dead.
+pub fn alive(pid: i32) -> bool {
+    matches!(state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Collects `pid`'s exit status if it is our child and has exited (a zombie otherwise stays
+/// in /proc until the namespace ends). Not our child, or still running: nothing happens.
+pub fn reap(pid: i32) {
+    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(_) | Err(Errno::ECHILD) => {}
+        Err(e) => tracing::debug!(pid, "waitpid: {e}"),
+    }
+}
+
+/// SIGKILLs `pids` (again, each round: a process in D only dies on its way out of the
+/// kernel) and reaps those that are our children, until none is alive or `limit` passes.
+/// Returns the ones still alive then (blocked in the kernel).
+pub fn kill_and_reap(pids: &[i32], limit: Duration) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        for &p in pids {
+            reap(p);
+        }
+        if left.is_empty() || start.elapsed() >= limit {
+            return left;
+        }
+        for &p in &left {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Which containerd shim API a shim process speaks, from its command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShimKind {
+    /// `containerd-shim -namespace NS -workdir ROOT/NS/ID -address SOCK ...`
+    /// (io.containerd.runtime.v1.linux): one shim per container.
+    V1,
+    /// `containerd-shim-runc-v2 -namespace NS -id ID -address SOCK`: one shim per pod.
+    V2,
+}
+
+/// A shim process of one containerd.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShimProcess {
+    pub pid: i32,
+    pub kind: ShimKind,
+    /// The task it serves: v2's `-id`, v1's workdir base name.
+    pub id: String,
+    pub argv: Vec<String>,
+}
+
+impl ShimProcess {
+    /// `None` unless `argv` is a containerd shim's whose `-address` is `socket`.
+    pub fn parse(pid: i32, argv: Vec<String>, socket: &Path) -> Option<ShimProcess> {
+        let base = Path::new(argv.first()?).file_name()?.to_str()?;
+        if !base.starts_with("containerd-shim") {
+            return None;
+        }
+        let flag = |name: &str| {
+            argv.windows(2)
+                .find(|w| w[0].trim_start_matches('-') == name)
+                .map(|w| w[1].clone())
+        };
+        if flag("address")? != socket.to_str()? {
+            return None;
+        }
+        let (kind, id) = match (flag("id"), flag("workdir")) {
+            (Some(id), _) => (ShimKind::V2, id),
+            (None, Some(workdir)) => (
+                ShimKind::V1,
+                Path::new(&workdir).file_name()?.to_str()?.to_string(),
+            ),
+            (None, None) => return None,
+        };
+        Some(ShimProcess {
+            pid,
+            kind,
+            id,
+            argv,
+        })
+    }
+}
+
+/// The live shims of the containerd listening on `socket`.
+pub fn shims_of(socket: &Path) -> Vec<ShimProcess> {
+    all_pids()
+        .into_iter()
+        .filter_map(|pid| ShimProcess::parse(pid, cmdline(pid)?, socket))
+        .filter(|s| alive(s.pid))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn v2_and_v1_shims_of_our_socket_are_told_apart() {
+        let sock = Path::new("/tmp/d/containerd.sock");
+        // As containerd 1.6.20 started them (captured with ps on this machine).
+        let v2 = ShimProcess::parse(
+            7,
+            argv("/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id 3f2a -address /tmp/d/containerd.sock"),
+            sock,
+        )
+        .unwrap();
+        assert_eq!((v2.kind, v2.id.as_str()), (ShimKind::V2, "3f2a"));
+        let v1 = ShimProcess::parse(
+            8,
+            argv("containerd-shim -namespace k8s.io -workdir /tmp/d/root/io.containerd.runtime.v1.linux/k8s.io/9c1e -address /tmp/d/containerd.sock -containerd-binary /usr/bin/containerd -runtime-root /tmp/d/runc-v1"),
+            sock,
+        )
+        .unwrap();
+        assert_eq!((v1.kind, v1.id.as_str()), (ShimKind::V1, "9c1e"));
+    }
+
+    #[test]
+    fn other_containerds_shims_and_other_programs_are_not_ours() {
+        let sock = Path::new("/tmp/d/containerd.sock");
+        let theirs = argv("containerd-shim-runc-v2 -namespace k8s.io -id x -address /run/containerd/containerd.sock");
+        assert_eq!(ShimProcess::parse(1, theirs, sock), None);
+        let not_a_shim = argv("sleep -address /tmp/d/containerd.sock -id x");
+        assert_eq!(ShimProcess::parse(1, not_a_shim, sock), None);
+    }
+
+    #[test]
+    fn a_killed_child_is_reaped_and_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(alive(pid));
+        assert_eq!(
+            kill_and_reap(&[pid], Duration::from_secs(5)),
+            Vec::<i32>::new()
+        );
+        assert_eq!(state(pid), None, "reaped, so gone from /proc");
+        // Already reaped: std's wait finds no child left.
+        assert!(child.wait().is_err());
+    }
+}
