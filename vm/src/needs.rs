@@ -116,6 +116,15 @@ impl GuestNeeds {
             0o644,
             b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
         );
+        // containerd's CRI copies the node's resolv.conf into every host-network sandbox
+        // (pkg/cri/server/sandbox_run_linux.go, setupSandboxFiles) and fails without one.
+        // The guest has only loopback: no name server.
+        fs.file(
+            "/etc/resolv.conf",
+            0o644,
+            b"# faultline guest: loopback only, no name server\n".to_vec(),
+        );
+        fs.file("/etc/hostname", 0o644, b"faultline-guest\n".to_vec());
         fs.file(
             "/etc/nsswitch.conf",
             0o644,

@@ -328,12 +328,26 @@ fn lacking(ctx: &Context, kind: Kind, r: Option<Release>) -> Option<String> {
         );
     };
     match kind {
-        Kind::CriShimV1 => versions::has_shim_v1(r).err(),
+        Kind::CriShimV1 => versions::has_shim_v1(r).err().or_else(no_cgroup_v1),
         Kind::CriVolatile => versions::has_overlay_mount_options(r)
             .err()
             .or_else(no_volatile),
         Kind::CriShimV2 | Kind::CriRealStall | Kind::CriNoStall | Kind::Volatile => None,
     }
+}
+
+/// containerd's v1 runtime (io.containerd.runtime.v1.linux) manages the task's cgroup with
+/// containerd/cgroups' v1 API only: on a node with nothing but the unified hierarchy its
+/// task create fails ("cgroups: cgroup mountpoint does not exist"), as in the VM guest,
+/// which mounts cgroup2 alone.
+fn no_cgroup_v1() -> Option<String> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let unified_only = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false);
+    unified_only.then(|| {
+        "the v1 shim runtime (io.containerd.runtime.v1.linux) needs cgroup v1 hierarchies; this node mounts only cgroup2 at /sys/fs/cgroup".to_string()
+    })
 }
 
 /// [`run`], with the variant's wall time in what it observed.
