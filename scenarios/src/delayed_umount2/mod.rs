@@ -343,7 +343,7 @@ fn lacking(ctx: &Context, kind: Kind, r: Option<Release>) -> Option<String> {
 fn no_cgroup_v1() -> Option<String> {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
     let unified_only = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false);
     unified_only.then(|| {
         "the v1 shim runtime (io.containerd.runtime.v1.linux) needs cgroup v1 hierarchies; this node mounts only cgroup2 at /sys/fs/cgroup".to_string()
