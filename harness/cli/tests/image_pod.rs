@@ -312,6 +312,17 @@ fn in_a_host_pid_pod_the_image_finds_a_stale_bind_made_on_the_host() {
         assert!(out.starts_with("sleep"), "{proc}/{holder}/cmdline: {out:?}");
     }
 
+    // The DaemonSet's init container copies the binary out with the image's busybox `cp`
+    // (here into the sandbox's /dev/shm: the root is read-only).
+    for cmd in [
+        &["/bin/cp", "/usr/local/bin/faultline", "/dev/shm/faultline"][..],
+        &["cmp", "/usr/local/bin/faultline", "/dev/shm/faultline"],
+        &["rm", "/dev/shm/faultline"],
+    ] {
+        let (code, out, err) = exec(ctd, &ctr, cmd);
+        assert_eq!(code, 0, "{cmd:?}: {out}{err}");
+    }
+
     let check = |format: &str| {
         exec(
             ctd,
