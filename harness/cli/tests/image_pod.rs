@@ -5,7 +5,9 @@
 //! read-only root, seccomp RuntimeDefault. On the host, outside the pod, a process in a mount
 //! namespace of its own holds a read-only bind of a file that is then replaced with `mv`
 //! (hostpath-rename); `faultline check stale-bind --format npd`, run inside the pod with
-//! CRI's ExecSync, must exit 1 naming that bind.
+//! CRI's ExecSync, must exit 1 naming that bind. The init container's `cp` works from the
+//! image's busybox, and containerd's own importer (`ctr images import`, as the README says)
+//! reads the same tarball.
 //!
 //! With host PID the container's own /proc is a procfs of the host's pid namespace, which is
 //! all the DaemonSet relies on. The host's /proc is also mounted read-only at /host/proc, and
