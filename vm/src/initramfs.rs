@@ -4,15 +4,17 @@
 //!
 //! Contents: busybox and its applets, the faultline binary (whatever executable is running
 //! on the host: the `faultline` CLI or the scenarios' test binary) with its shared
-//! libraries, the host binaries scenarios require (with libraries, found with `ldd`), the
-//! configuration files those daemons read, the kernel modules in load order, and the
-//! request telling the guest what to run.
+//! libraries, the host binaries scenarios require (with libraries, found with `ldd`: see
+//! [`faultline_sys::executable`]), the configuration files those daemons read, the kernel
+//! modules in load order, and the request telling the guest what to run.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use faultline_sys::executable::{copy_running_executable, shared_libraries, ExecutableError};
 
 use crate::cpio::{CpioWriter, Kind};
 use crate::modules::Module;
@@ -25,8 +27,8 @@ pub enum InitramfsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to run ldd on {path}: {reason}")]
-    Ldd { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Executable(#[from] ExecutableError),
     #[error("failed to write the initramfs {path}")]
     Write {
         path: PathBuf,
@@ -136,48 +138,19 @@ impl Initramfs {
     }
 
     /// The running executable at `guest`, with its libraries, and without debug information
-    /// when binutils' `objcopy` is there to remove it: a debug build of faultline is mostly
-    /// DWARF, and every byte of the archive is copied and unpacked at each boot. Read
-    /// through /proc/PID/exe, so a rebuild of the file on disk meanwhile does not matter;
-    /// only the stripped file is read into memory, or a plain copy when objcopy fails.
+    /// when objcopy can remove it: every byte of the archive is copied and unpacked at each
+    /// boot.
     pub fn running_executable(&mut self, guest: &str) -> Result<(), InitramfsError> {
-        let read_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| InitramfsError::Read { path, source }
-        };
         let tmp = tempfile::Builder::new()
             .prefix("faultline-guest-")
             .tempdir()
-            .map_err(read_err(&std::env::temp_dir()))?;
-        let self_exe = Path::new("/proc/self/exe");
-        // objcopy's own /proc/self would be objcopy: name this process, provided /proc
-        // shows it under that pid (it would not in a pid namespace with the host's /proc).
-        let exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
-        let same_file = |a: &Path, b: &Path| {
-            use std::os::unix::fs::MetadataExt;
-            match (std::fs::metadata(a), std::fs::metadata(b)) {
-                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-                _ => false,
-            }
-        };
-        let stripped = tmp.path().join("faultline");
-        let ok = same_file(&exe, self_exe)
-            && Command::new("objcopy")
-                .arg("--strip-debug")
-                .arg(&exe)
-                .arg(&stripped)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_file(&stripped);
-            std::fs::copy(self_exe, &stripped).map_err(read_err(self_exe))?;
-        }
-        // Whatever mode objcopy gave its output, the guest must be able to run it.
-        std::fs::set_permissions(&stripped, PermissionsExt::from_mode(0o755))
-            .map_err(read_err(&stripped))?;
-        self.binary_at(&stripped, guest)
+            .map_err(|source| InitramfsError::Read {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let copy = tmp.path().join("faultline");
+        copy_running_executable(&copy)?;
+        self.binary_at(&copy, guest)
     }
 
     /// busybox at /bin/busybox (and linked from its host path) and a symlink for each of its
@@ -254,61 +227,9 @@ impl Initramfs {
     }
 }
 
-/// Library paths from `ldd` output. ldd runs the real dynamic loader, so it resolves exactly
-/// what the guest's loader will look for (no ELF/ld.so.conf reimplementation needed).
-pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, InitramfsError> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .map_err(|e| InitramfsError::Ldd {
-            path: binary.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // Static binaries: "not a dynamic executable" (exit 1) or "statically linked".
-    if !out.status.success() || text.contains("statically linked") {
-        return Ok(Vec::new());
-    }
-    Ok(parse_ldd(&text))
-}
-
-pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let path = match line.split_once("=>") {
-                Some((_, rhs)) => rhs.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_real_ldd_output() {
-        // `ldd /usr/sbin/rpc.statd` on Debian 12.
-        let text = "\tlinux-vdso.so.1 (0x00007ffd6b3f2000)\n\
-            \tlibwrap.so.0 => /lib/x86_64-linux-gnu/libwrap.so.0 (0x00007f258addf000)\n\
-            \tlibtirpc.so.3 => /lib/x86_64-linux-gnu/libtirpc.so.3 (0x00007f258ada5000)\n\
-            \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f258abc3000)\n\
-            \t/lib64/ld-linux-x86-64.so.2 (0x00007f258ae20000)\n";
-        let libs = parse_ldd(text);
-        assert_eq!(
-            libs,
-            [
-                PathBuf::from("/lib/x86_64-linux-gnu/libwrap.so.0"),
-                PathBuf::from("/lib/x86_64-linux-gnu/libtirpc.so.3"),
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
-            ]
-        );
-        assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
-    }
 
     #[test]
     fn parents_come_before_children() {

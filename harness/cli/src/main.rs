@@ -1,4 +1,4 @@
-//! The `faultline` command: list, run, check, compare and inject. Exit codes: 0 all as
+//! The `faultline` command: list, run, check, compare, inject and image. Exit codes: 0 all as
 //! expected, 1 a scenario failed, `check` found a problem or `compare`'s runs differ, 2 usage
 //! or harness error (one line on stderr) or a run where nothing ran; 130/143 a run stopped by
 //! SIGINT/SIGTERM.
@@ -6,6 +6,7 @@
 mod check;
 mod check_format;
 mod compare;
+mod image;
 mod list;
 mod report;
 mod run;
@@ -44,6 +45,9 @@ enum Command {
     Compare(compare::Args),
     /// Inject syscall faults (strace's -e inject=) into a running process or a command.
     Inject(faultline_inject::cli::InjectArgs),
+    /// Write the faultline OCI image (this binary, its libraries, busybox) as an OCI
+    /// image-layout tarball, for `ctr images import` or `skopeo copy oci-archive:FILE`.
+    Image(image::Args),
 }
 
 /// Every re-exec entry point linked into this binary, by the crate that owns it.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Inject(a) => Ok(ExitCode::from(faultline_inject::cli::run(&a) as u8)),
+        Command::Image(a) => image::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,13 +1,15 @@
 //! faultline's leaf crate: what both the detectors (on live nodes) and the scenario harness
 //! need from the system. /proc and mount tables, mount namespaces, the kernel log, ext4's
 //! on-disk structures, the rpcbind client, process groups with bounded waits, packages
-//! fetched from Debian's archive into faultline's cache, and the registry of re-exec entry
-//! points. It depends on no other faultline crate.
+//! fetched from Debian's archive into faultline's cache, the running executable and the
+//! libraries a binary loads, and the registry of re-exec entry points. It depends on no other
+//! faultline crate.
 
 pub mod containerd;
 pub mod debian;
 pub mod entry;
 pub mod error_chain;
+pub mod executable;
 pub mod ext4;
 pub mod kernel;
 pub mod kmsg;
