@@ -142,7 +142,13 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
         pids_in_pid_ns(ns)
             .into_iter()
             .find(|&p| {
-                argv0(p) == "containerd-shim-runc-v2" && cmdline(p).contains("/cri-shim-v2/")
+                // The shim itself: not containerd's `... start` call that forks it, nor a
+                // child it forked and has not yet turned into runc.
+                let argv = cmdline(p);
+                argv0(p) == "containerd-shim-runc-v2"
+                    && argv.contains("/cri-shim-v2/")
+                    && !argv.trim_end().ends_with(" start")
+                    && ppid(p).is_some_and(|pp| argv0(pp) != "containerd-shim-runc-v2")
             })
             .ok_or_else(|| format!("processes: {:?}", pids_in_pid_ns(ns)))
     })
