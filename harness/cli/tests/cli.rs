@@ -220,13 +220,13 @@ fn check_path_proc_prints_every_detector() {
 
 #[test]
 fn scenario_options_are_checked_before_anything_runs() {
-    let out = faultline(&["run", "delayed-umount2", "-o", "deadline-ms=abc"]);
+    let out = faultline(&["run", "delayed-umount2", "-o", "delay-ms=abc"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(one_line_error(&out).contains("not a whole number"));
-    let out = faultline(&["run", "delayed-umount2", "-o", "deadlin-ms=5"]);
+    let out = faultline(&["run", "delayed-umount2", "-o", "dely-ms=5"]);
     assert_eq!(out.status.code(), Some(2));
     let err = one_line_error(&out);
-    assert!(err.contains("deadline-ms (delayed-umount2)"), "{err}");
+    assert!(err.contains("delay-ms (delayed-umount2)"), "{err}");
     // Nothing was started: no scenario line on stderr.
     assert!(!err.contains("delayed-umount2 ..."), "{err}");
     for copier in [["-o", "copier=cp"], ["--copier", "cp"]] {

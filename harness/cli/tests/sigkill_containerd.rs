@@ -5,8 +5,8 @@
 //!
 //! cgroups are global and runc's per-container directories stay after a SIGKILL (nobody
 //! is left to remove them); the next run's containerd start removes every parent whose owner
-//! is gone (`faultline_runtime::cgroups::remove_stale`, which this test calls as that start
-//! would), and then none of the killed run's is left.
+//! is gone (`faultline_runtime::cgroups::remove_stale`, which `leftovers::nothing_left`
+//! calls as that start would), and then none of the killed run's is left.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -15,7 +15,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use faultline_core::Requirement;
-use faultline_runtime::cgroups;
 use faultline_sys::wait_until;
 
 // Only `require` is used here.
@@ -23,7 +22,7 @@ use faultline_sys::wait_until;
 mod common;
 mod leftovers;
 
-use leftovers::{host_mounts, loop_backing_files, pids_in_pid_ns, scenario_pids};
+use leftovers::{cgroups_of, host_mounts, loop_backing_files, pids_in_pid_ns, scenario_pids};
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
@@ -50,25 +49,6 @@ fn ppid(pid: i32) -> Option<i32> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-/// The cgroup directories (in any hierarchy) of parents the scenario in pid namespace `ns`
-/// made: `faultline-<ns>-<n>`.
-fn cgroups_of(ns: u64) -> Vec<String> {
-    let prefix = format!("{}{ns}-", cgroups::PREFIX);
-    cgroups::hierarchies()
-        .unwrap()
-        .iter()
-        .flat_map(|h| {
-            fs::read_dir(h)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| e.path().display().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Pids in the cgroup directories `dirs` (and below), from the host's view.
@@ -142,7 +122,13 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
         pids_in_pid_ns(ns)
             .into_iter()
             .find(|&p| {
-                argv0(p) == "containerd-shim-runc-v2" && cmdline(p).contains("/cri-shim-v2/")
+                // The shim itself: not containerd's `... start` call that forks it, nor a
+                // child it forked and has not yet turned into runc.
+                let argv = cmdline(p);
+                argv0(p) == "containerd-shim-runc-v2"
+                    && argv.contains("/cri-shim-v2/")
+                    && !argv.trim_end().ends_with(" start")
+                    && ppid(p).is_some_and(|pp| argv0(pp) != "containerd-shim-runc-v2")
             })
             .ok_or_else(|| format!("processes: {:?}", pids_in_pid_ns(ns)))
     })
@@ -162,13 +148,8 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
     );
     drop(run);
 
-    leftovers::nothing_left(
-        "delayed-umount2 (killed mid cri-shim-v2)",
-        ns,
-        &mounts_before,
-        &loops_before,
-    );
-    // The container processes were in the parent's cgroups: gone with the namespace.
+    // The container processes were in the parent's cgroups, in a pid namespace nested in
+    // the scenario's: gone with it.
     wait_until(
         "the run's cgroups to hold no process",
         Duration::from_secs(10),
@@ -178,18 +159,18 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
         },
     )
     .unwrap();
-    // runc's directories stay; the next start removes them.
+    // runc's directories stay; the next start removes them (nothing_left does it as that
+    // start would, and checks).
     let stale = cgroups_of(ns);
     eprintln!("cgroup directories the killed run left: {stale:?}");
     assert!(
         !stale.is_empty(),
         "expected runc's cgroup directories to stay after SIGKILL"
     );
-    std::thread::sleep(Duration::from_secs(2)); // past the parent's creation grace
-    cgroups::remove_stale(Duration::from_secs(10)).unwrap();
-    let left = cgroups_of(ns);
-    assert!(
-        left.is_empty(),
-        "cgroups left after the next start's cleanup: {left:?}"
+    leftovers::nothing_left(
+        "delayed-umount2 (killed mid cri-shim-v2)",
+        ns,
+        &mounts_before,
+        &loops_before,
     );
 }

@@ -114,6 +114,12 @@ impl ShimProcess {
         if flag("address")? != socket.to_str()? {
             return None;
         }
+        // `containerd-shim-runc-v2 ... start` and `... delete` are containerd's short-lived
+        // calls of the shim binary (runtime/v2/shim/shim.go: the action is the first
+        // argument after the flags), not a shim serving tasks.
+        if matches!(argv.last().map(String::as_str), Some("start" | "delete")) {
+            return None;
+        }
         let (kind, id) = match (flag("id"), flag("workdir")) {
             (Some(id), _) => (ShimKind::V2, id),
             (None, Some(workdir)) => (
@@ -131,12 +137,30 @@ impl ShimProcess {
     }
 }
 
-/// The live shims of the containerd listening on `socket`.
+/// The parent pid (`/proc/PID/stat`), `None` when gone.
+pub fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The live shims of the containerd listening on `socket`. A shim's child between its
+/// fork and its exec of runc still shows the shim's command line; a process whose parent
+/// is one of the shims found is such a child, not a shim.
 pub fn shims_of(socket: &Path) -> Vec<ShimProcess> {
-    all_pids()
+    let found: Vec<ShimProcess> = all_pids()
         .into_iter()
         .filter_map(|pid| ShimProcess::parse(pid, cmdline(pid)?, socket))
         .filter(|s| alive(s.pid))
+        .collect();
+    let pids: Vec<i32> = found.iter().map(|s| s.pid).collect();
+    found
+        .into_iter()
+        .filter(|s| !ppid(s.pid).is_some_and(|p| pids.contains(&p)))
         .collect()
 }
 
@@ -175,6 +199,50 @@ mod tests {
         assert_eq!(ShimProcess::parse(1, theirs, sock), None);
         let not_a_shim = argv("sleep -address /tmp/d/containerd.sock -id x");
         assert_eq!(ShimProcess::parse(1, not_a_shim, sock), None);
+        // containerd starting a v2 shim: the helper that forks the shim and exits.
+        let start = argv("/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -address /tmp/d/containerd.sock -publish-binary /usr/bin/containerd -id 3f2a start");
+        assert_eq!(ShimProcess::parse(1, start, sock), None);
+    }
+
+    #[test]
+    fn a_shims_forked_child_is_not_a_shim() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("containerd.sock");
+        // A "shim" (a shell with the v2 shim's argv[0] and flags) that forks a child which
+        // keeps its command line (a subshell), as the shim's fork before it execs runc.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg0("containerd-shim-runc-v2")
+            .args([
+                "-c",
+                "(sleep 100; true) & sleep 100; true",
+                "-namespace",
+                "k8s.io",
+                "-id",
+                "x",
+                "-address",
+            ])
+            .arg(&sock);
+        // Its own process group, killed whole on drop: the subshell and the sleeps too.
+        let shim = faultline_sys::ChildGroup::spawn("shim", &mut cmd).unwrap();
+        let shim_pid = shim.pid();
+        faultline_sys::wait_until("the forked child", Duration::from_secs(10), || {
+            let n = all_pids()
+                .into_iter()
+                .filter(|&p| {
+                    ppid(p) == Some(shim_pid)
+                        && cmdline(p).is_some_and(|a| a[0] == "containerd-shim-runc-v2")
+                })
+                .count();
+            (n > 0)
+                .then_some(())
+                .ok_or_else(|| "not forked yet".to_string())
+        })
+        .unwrap();
+        let shims = shims_of(&sock);
+        drop(shim);
+        assert_eq!(shims.len(), 1, "{shims:?}");
+        assert_eq!(shims[0].pid, shim_pid);
     }
 
     #[test]

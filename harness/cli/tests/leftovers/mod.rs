@@ -1,6 +1,6 @@
 //! What a stopped `faultline run` could leave behind, for the tests that stop it (SIGKILL,
 //! SIGTERM, SIGINT): processes of the scenario's pid namespace, mounts on the host, loop
-//! devices.
+//! devices, and the cgroups of its containers.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -69,8 +69,29 @@ pub fn processes_in_pid_ns(ns_ino: u64) -> Vec<String> {
         .collect()
 }
 
+/// The cgroup directories (in any hierarchy) of the parents a private containerd of the
+/// scenario in pid namespace `ns` made (`faultline-<ns>-<n>`, faultline_runtime::cgroups).
+pub fn cgroups_of(ns: u64) -> Vec<String> {
+    let prefix = format!("{}{ns}-", faultline_runtime::cgroups::PREFIX);
+    faultline_runtime::cgroups::hierarchies()
+        .unwrap()
+        .iter()
+        .flat_map(|h| {
+            fs::read_dir(h)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path().display().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Waits (up to 10 s each) until pid namespace `ns` has no process left and the host has no
-/// mount or loop device that was not in `mounts_before` and `loops_before`.
+/// mount or loop device that was not in `mounts_before` and `loops_before`. runc's cgroup
+/// directories outlive a killed run by design (nobody is left to remove them); the next
+/// private containerd's start removes them, which is done here as that start would.
 pub fn nothing_left(
     label: &str,
     ns: u64,
@@ -104,6 +125,18 @@ pub fn nothing_left(
             } else {
                 Err(format!("mounts {new_mounts:?}, loop devices {new_loops:?}"))
             }
+        },
+    )
+    .unwrap();
+    wait_until(
+        &format!("{label}'s cgroups to be removed by the next start's cleanup"),
+        Duration::from_secs(10),
+        || {
+            // A parent younger than 2 s is left alone (its owner may be starting).
+            faultline_runtime::cgroups::remove_stale(Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            let left = cgroups_of(ns);
+            left.is_empty().then_some(()).ok_or_else(|| left.join(", "))
         },
     )
     .unwrap();
