@@ -136,7 +136,7 @@ fn htree_capacity_rejects_a_directory_not_on_ext4() {
 /// A kernel log captured on a node with lockd trouble and no ext4 warnings.
 const CLEAN_EXT4_LOG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../detect/src/testdata/nfs_lockd_dmesg_seed002.txt"
+    "/../detect/src/testdata/nfs_lockd_dmesg_howden_case_study.txt"
 );
 
 fn detectors(doc: &serde_json::Value) -> &Vec<serde_json::Value> {

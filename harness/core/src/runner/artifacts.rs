@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::result::ScenarioResult;
 use faultline_sys::kmsg::KmsgRecord;
+use faultline_sys::proc::Snapshot;
 
 /// Removes what an earlier run left in a scenario's artifacts directory (the directory
 /// itself; it is made again when this run keeps something).
@@ -89,30 +90,24 @@ pub fn process_tree() -> String {
 
 fn process_tree_where(keep: impl Fn(i32) -> bool) -> String {
     let mut out = String::from("PID\tPPID\tSTATE\tWCHAN\tCMDLINE\n");
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return out;
+    // One walk through the shared /proc layer (procfs); a process that cannot be read is
+    // left out here, as the artifact is a best-effort picture of a stuck namespace.
+    let snap = match Snapshot::take(Path::new("/proc")) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(out, "# failed to read /proc: {e}");
+            return out;
+        }
     };
-    let mut pids: Vec<i32> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    for pid in pids.into_iter().filter(|p| keep(*p)) {
-        let base = format!("/proc/{pid}");
-        let Ok(stat) = fs::read_to_string(format!("{base}/stat")) else {
-            continue;
-        };
-        // comm may contain spaces and parentheses: the fields after the last ')' are fixed.
-        let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
-        let mut f = after.split_whitespace();
-        let state = f.next().unwrap_or("?");
-        let ppid = f.next().unwrap_or("?");
-        let wchan = fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
-        let cmdline = fs::read(format!("{base}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .unwrap_or_default();
+    for p in snap.processes().iter().filter(|p| keep(p.pid)) {
+        let wchan = fs::read_to_string(snap.dir(p.pid).join("wchan")).unwrap_or_default();
+        let cmdline = snap.cmdline(p.pid).map(|c| c.join(" ")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{pid}\t{ppid}\t{state}\t{wchan}\t{}",
+            "{}\t{}\t{}\t{wchan}\t{}",
+            p.pid,
+            p.ppid,
+            p.state,
             cmdline.trim_end()
         );
     }

@@ -12,7 +12,7 @@ const MOUNTINFO_6_1: &str = include_str!("../testdata/nfs_mountinfo_6.1.txt");
 const STACK_6_1: &str = include_str!("../testdata/nfs_stack_nsm_monitor_6.1.txt");
 const STACK_6_12: &str = include_str!("../testdata/nfs_stack_nsm_monitor_6.12.txt");
 const STACK_NOT_NLM: &str = include_str!("../testdata/stack_read_proc_6.18.txt");
-const DMESG_SEED: &str = include_str!("../testdata/nfs_lockd_dmesg_seed002.txt");
+const DMESG_CASE_STUDY: &str = include_str!("../testdata/nfs_lockd_dmesg_howden_case_study.txt");
 
 fn mount(line: &str) -> MountInfo {
     MountInfo::parse_line(line.trim_end().as_bytes()).unwrap()
@@ -52,7 +52,7 @@ fn stacks_in_nsm_monitor_are_lock_waits() {
 
 #[test]
 fn lockd_lines_from_the_seed_node() {
-    let lines = lockd_lines(&kernel_log::parse_capture(DMESG_SEED));
+    let lines = lockd_lines(&kernel_log::parse_capture(DMESG_CASE_STUDY));
     let kinds: Vec<_> = lines.iter().map(|l| l.kind).collect();
     assert_eq!(
         kinds,
@@ -128,7 +128,7 @@ fn reports_blocked_tasks_and_the_latest_lockd_line_per_server() {
         stack: STACK_6_1.lines().map(str::to_string).collect(),
     });
     // "not responding" then "OK" for the same server: over. The out-of-sync line stays.
-    o.log = lockd_lines(&kernel_log::parse_capture(DMESG_SEED));
+    o.log = lockd_lines(&kernel_log::parse_capture(DMESG_CASE_STUDY));
     let f = judge(&o);
     assert_eq!(f.len(), 2, "{f:#?}");
     assert_eq!(f[0].pid, Some(19));
@@ -138,7 +138,7 @@ fn reports_blocked_tasks_and_the_latest_lockd_line_per_server() {
     // Only "not responding": still a warning naming the server.
     o.waiters.clear();
     o.log = lockd_lines(&kernel_log::parse_capture(
-        DMESG_SEED.lines().next().unwrap(),
+        DMESG_CASE_STUDY.lines().next().unwrap(),
     ));
     let f = judge(&o);
     assert_eq!(f.len(), 1);
