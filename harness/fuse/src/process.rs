@@ -1,5 +1,6 @@
 //! The process half: the re-exec entry `fuse-daemon`, run as its own process (so it can be
-//! SIGKILLed like an OOM-killed ceph-fuse) in the mount namespace of whoever started it.
+//! SIGKILLed like an OOM-killed ceph-fuse). It mounts in the mount namespace of whoever
+//! started it, then serves from a namespace of its own (see `leave_mount_namespace`).
 //!
 //! It mounts without libfuse or fusermount: it opens `/dev/fuse`, calls `mount(2)` with
 //! `fd=N,rootmode=40000,user_id=0,group_id=0,...`, and hands the descriptor to fuser's
@@ -75,6 +76,35 @@ fn mount_dev_fuse(a: &FuseConfig) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
+/// Moves the daemon into a mount namespace of its own, without the mount it serves. Where a
+/// file system is stacked on this one (ext4 on a loop device whose backing file is here),
+/// the daemon must never be what releases that stack: an exiting task runs its deferred work
+/// last in, first out, so if the daemon's exit dropped the last reference to the namespace
+/// holding the ext4 mount, the ext4 unmount (queued after the daemon's files were closed)
+/// would run before /dev/fuse is released and the connection aborted, and its flush would
+/// wait forever for requests only the dead daemon could answer (seen: a SIGKILLed scenario
+/// leaving `jbd2/loopN` and a kworker in `request_wait_answer` until the connection was
+/// aborted by hand through fusectl). The copy is made private first, so that dropping the
+/// mount here never propagates to the namespace the daemon was started in.
+fn leave_mount_namespace(a: &FuseConfig) -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("failed to make a mount namespace of its own: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("failed to make its mount namespace private: {e}"))?;
+    nix::mount::umount2(&a.mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+        format!(
+            "failed to drop its copy of {}: {e}",
+            a.mount_point.display()
+        )
+    })
+}
+
 /// The re-exec entry point that runs this process half.
 pub static ENTRY: Entry = Entry::new("fuse-daemon", |args| match entry::utf8_args(args) {
     Ok(args) => main(&args),
@@ -116,6 +146,7 @@ fn serve(a: &FuseConfig) -> Result<Arc<Latency>, String> {
         )
     })?;
     let fd = mount_dev_fuse(a)?;
+    leave_mount_namespace(a)?;
     let mut config = fuser::Config::default();
     config.n_threads = Some(a.threads);
     config.clone_fd = a.threads > 1;
