@@ -176,16 +176,18 @@ fn is_parent_name(name: &str) -> bool {
 /// Removes every `faultline-*-*` parent whose owner is gone (its lock is free, or its
 /// locked directory is gone) and that is older than [`CREATION_GRACE`]: kills the
 /// processes left in it (those visible here) and removes its directories in every
-/// hierarchy. Returns the names removed; a parent that stays busy is an error naming it.
+/// hierarchy. Also removes the empty cgroups of containers the OCI runtime ran directly
+/// (`faultline-<scenario>-...`, runc's default path `/<container id>`) that a killed run
+/// could not delete. Returns the names removed; a parent that stays busy is an error.
 pub fn remove_stale(limit: Duration) -> Result<Vec<String>, CgroupError> {
     let hierarchies = hierarchies()?;
+    let mut removed = remove_empty_containers(&hierarchies);
     let Some(first) = hierarchies.first() else {
         return Ok(Vec::new());
     };
     let mut names: Vec<String> = hierarchies.iter().flat_map(|h| parents_in(h)).collect();
     names.sort();
     names.dedup();
-    let mut removed = Vec::new();
     for name in names {
         let lock_dir = first.join(&name);
         // Held until the parent is removed, so that no owner can appear meanwhile.
@@ -205,6 +207,38 @@ pub fn remove_stale(limit: Duration) -> Result<Vec<String>, CgroupError> {
         removed.push(name);
     }
     Ok(removed)
+}
+
+/// `faultline-*` directories that are not parents (container cgroups of OCI-direct runs),
+/// older than [`CREATION_GRACE`] and with no process in them or below: runc's own
+/// `delete` removes them; after a SIGKILL of the run nothing does. A cgroup with a process
+/// belongs to a live container and stays.
+fn remove_empty_containers(hierarchies: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = hierarchies
+        .iter()
+        .filter_map(|h| std::fs::read_dir(h).ok())
+        .flat_map(|rd| rd.flatten())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(PREFIX) && !is_parent_name(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut removed = Vec::new();
+    for name in names {
+        let old = hierarchies.iter().all(|h| {
+            File::open(h.join(&name))
+                .map(|f| !young(&f))
+                .unwrap_or(true)
+        });
+        if !old || !pids_in(&name).is_empty() {
+            continue;
+        }
+        for h in hierarchies {
+            rmdir_tree(&h.join(&name));
+        }
+        removed.push(name);
+    }
+    removed
 }
 
 fn young(f: &File) -> bool {

@@ -152,6 +152,10 @@ impl OciRuntime {
     /// pipes (a pipe would stay open as long as the container runs); the runtime's error,
     /// if any, is read back from `create.stderr`.
     pub fn create(&self, id: &str, bundle: &Bundle) -> Result<Created<'_>, OciError> {
+        // Cgroups an earlier, killed run could not delete go before this one makes its own.
+        if let Err(e) = crate::cgroups::remove_stale(std::time::Duration::from_secs(5)) {
+            tracing::warn!("failed to remove cgroups earlier runs left: {e}");
+        }
         let file = |name: &str| {
             let path = bundle.dir.join(name);
             File::create(&path).map_err(|source| OciError::Files { path, source })
