@@ -74,6 +74,8 @@ pub struct CgroupParent {
     hierarchies: Vec<PathBuf>,
     /// The flock on the parent's directory in the first hierarchy; released on drop.
     _lock: Flock<File>,
+    /// Cleared by [`CgroupParent::abandon`].
+    remove_on_drop: bool,
 }
 
 impl CgroupParent {
@@ -111,6 +113,7 @@ impl CgroupParent {
             name,
             hierarchies,
             _lock: lock,
+            remove_on_drop: true,
         })
     }
 
@@ -132,7 +135,42 @@ impl CgroupParent {
     pub fn remove(&self, limit: Duration) -> Result<(), CgroupError> {
         remove_named(&self.hierarchies, &self.name, limit)
     }
+
+    /// Lets go of the parent as a killed owner would: the lock goes, the directories stay
+    /// (for tests of [`remove_stale`]).
+    pub fn abandon(mut self) {
+        self.remove_on_drop = false;
+    }
+
+    /// What a run does first: removes the parents earlier, killed runs left
+    /// ([`remove_stale`]), then creates its own.
+    pub fn claim(limit: Duration) -> Result<CgroupParent, CgroupError> {
+        match remove_stale(limit) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!("removed cgroups an earlier run left: {removed:?}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+        CgroupParent::create()
+    }
 }
+
+/// The parent goes with its owner (removing an already removed parent is a no-op); a
+/// parent that stays busy is logged and left to the next run's [`remove_stale`].
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if !self.remove_on_drop {
+            return;
+        }
+        if let Err(e) = self.remove(DROP_LIMIT) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// How long dropping a parent may take to kill what is left in it.
+const DROP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Pids whose cgroup, in any hierarchy, is `/<name>` or below it (`/proc/PID/cgroup`).
 pub fn pids_in(name: &str) -> Vec<i32> {
@@ -176,12 +214,10 @@ fn is_parent_name(name: &str) -> bool {
 /// Removes every `faultline-*-*` parent whose owner is gone (its lock is free, or its
 /// locked directory is gone) and that is older than [`CREATION_GRACE`]: kills the
 /// processes left in it (those visible here) and removes its directories in every
-/// hierarchy. Also removes the empty cgroups of containers the OCI runtime ran directly
-/// (`faultline-<scenario>-...`, runc's default path `/<container id>`) that a killed run
-/// could not delete. Returns the names removed; a parent that stays busy is an error.
+/// hierarchy. Returns the names removed; a parent that stays busy is an error naming it.
 pub fn remove_stale(limit: Duration) -> Result<Vec<String>, CgroupError> {
     let hierarchies = hierarchies()?;
-    let mut removed = remove_empty_containers(&hierarchies);
+    let mut removed = Vec::new();
     let Some(first) = hierarchies.first() else {
         return Ok(Vec::new());
     };
@@ -207,38 +243,6 @@ pub fn remove_stale(limit: Duration) -> Result<Vec<String>, CgroupError> {
         removed.push(name);
     }
     Ok(removed)
-}
-
-/// `faultline-*` directories that are not parents (container cgroups of OCI-direct runs),
-/// older than [`CREATION_GRACE`] and with no process in them or below: runc's own
-/// `delete` removes them; after a SIGKILL of the run nothing does. A cgroup with a process
-/// belongs to a live container and stays.
-fn remove_empty_containers(hierarchies: &[PathBuf]) -> Vec<String> {
-    let mut names: Vec<String> = hierarchies
-        .iter()
-        .filter_map(|h| std::fs::read_dir(h).ok())
-        .flat_map(|rd| rd.flatten())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(PREFIX) && !is_parent_name(n))
-        .collect();
-    names.sort();
-    names.dedup();
-    let mut removed = Vec::new();
-    for name in names {
-        let old = hierarchies.iter().all(|h| {
-            File::open(h.join(&name))
-                .map(|f| !young(&f))
-                .unwrap_or(true)
-        });
-        if !old || !pids_in(&name).is_empty() {
-            continue;
-        }
-        for h in hierarchies {
-            rmdir_tree(&h.join(&name));
-        }
-        removed.push(name);
-    }
-    removed
 }
 
 fn young(f: &File) -> bool {

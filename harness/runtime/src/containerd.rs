@@ -19,7 +19,7 @@ use faultline_core::runtime_under_test::RuntimeUnderTest;
 use faultline_sys::containerd::{ContainerdError, GrpcSocket};
 use faultline_sys::wait_until;
 
-use crate::cgroups::{self, CgroupError, CgroupParent};
+use crate::cgroups::{CgroupError, CgroupParent};
 use crate::config::{ContainerdConfig, Handler};
 use crate::cri::{Cri, PodSpec};
 use crate::image::Image;
@@ -98,14 +98,7 @@ impl PrivateContainerd {
         runtime: &RuntimeUnderTest,
         config: ContainerdConfig,
     ) -> Result<PrivateContainerd, StartError> {
-        match cgroups::remove_stale(KILL_LIMIT) {
-            Ok(removed) if !removed.is_empty() => {
-                tracing::info!("removed cgroups an earlier run left: {removed:?}")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("{e}"),
-        }
-        let cgroup = CgroupParent::create().map_err(StartError::Cgroup)?;
+        let cgroup = CgroupParent::claim(KILL_LIMIT).map_err(StartError::Cgroup)?;
         let mut this = launch::launch(runtime, config)?;
         let (cri, version) = this.wait_ready()?;
         let grpc =

@@ -246,7 +246,7 @@ fn stale_cgroup_parents_are_removed_locked_ones_kept() -> R {
         .map_err(fail)?;
     let pid = sleeper.id() as i32;
     std::fs::write(pids_h.join("cgroup.procs"), pid.to_string()).map_err(fail)?;
-    drop(gone); // its owner "dies": the lock goes, the directories stay
+    gone.abandon(); // its owner "dies": the lock goes, the directories stay
     std::thread::sleep(Duration::from_millis(2100)); // past the creation grace
     let removed = cgroups::remove_stale(Duration::from_secs(10)).map_err(fail)?;
     ensure!(removed.contains(&name), "{removed:?}");

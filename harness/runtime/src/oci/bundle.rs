@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec};
 
+use super::runner::OciError;
+
 /// The applets the root file system links to busybox: what the scenarios run inside.
 const APPLETS: &[&str] = &[
     "sh", "cat", "stat", "sleep", "true", "ls", "echo", "mkdir", "test",
@@ -93,6 +95,23 @@ impl Bundle {
 
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs")
+    }
+
+    /// Points the next container made from this bundle at `path` (`linux.cgroupsPath`,
+    /// absolute: from each hierarchy's root). A bundle may serve several containers in turn,
+    /// each with a cgroup of its own.
+    pub fn set_cgroups_path(&self, path: &str) -> Result<(), OciError> {
+        let file = self.dir.join("config.json");
+        let files = |source: std::io::Error| OciError::Files {
+            path: file.clone(),
+            source,
+        };
+        let mut spec = Spec::load(&file).map_err(|e| files(std::io::Error::other(e)))?;
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_cgroups_path(Some(PathBuf::from(path)));
+        spec.set_linux(Some(linux));
+        spec.save(&file)
+            .map_err(|e| files(std::io::Error::other(e)))
     }
 }
 

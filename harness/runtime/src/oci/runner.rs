@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_sys::process::{run_bounded, ChildGroup};
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use super::bundle::Bundle;
 use super::identity::{runtime_message, Identity};
+use crate::cgroups::{CgroupError, CgroupParent};
 
 /// How long one runtime command may take. A create whose bind source is a hung FUSE mount
 /// would wait for it; past this it is killed and that is an error of the harness.
@@ -35,6 +37,8 @@ pub enum OciError {
         command: String,
         limit: Duration,
     },
+    #[error("failed to make the containers' cgroup parent")]
+    Cgroup(#[source] CgroupError),
     #[error("failed to prepare {path} for the runtime")]
     Files {
         path: PathBuf,
@@ -87,12 +91,19 @@ impl Step {
     }
 }
 
-/// An OCI runtime binary with its own state directory.
+/// An OCI runtime binary with its own state directory, and a cgroup parent of its own that
+/// every container it creates lives under: runc and crun delete a container's cgroups on
+/// `delete`, but a run killed before that leaves them, and without an explicit path runc
+/// puts them relative to the caller's own cgroup in each hierarchy (here
+/// `memory:/process_api/<id>/<container id>`), where nothing would find them again. Under
+/// the parent they go with it, and a later run's [`CgroupParent::claim`] removes a killed
+/// run's parent.
 #[derive(Debug, Clone)]
 pub struct OciRuntime {
     binary: PathBuf,
     root: PathBuf,
     identity: Identity,
+    cgroup: Arc<CgroupParent>,
 }
 
 /// What `create` gave: a container, or the runtime's refusal.
@@ -110,10 +121,12 @@ impl OciRuntime {
             source,
         })?;
         let identity = Identity::of(binary).map_err(OciError::Version)?;
+        let cgroup = CgroupParent::claim(COMMAND_LIMIT).map_err(OciError::Cgroup)?;
         Ok(OciRuntime {
             binary: binary.to_path_buf(),
             root: root.to_path_buf(),
             identity,
+            cgroup: Arc::new(cgroup),
         })
     }
 
@@ -152,10 +165,7 @@ impl OciRuntime {
     /// pipes (a pipe would stay open as long as the container runs); the runtime's error,
     /// if any, is read back from `create.stderr`.
     pub fn create(&self, id: &str, bundle: &Bundle) -> Result<Created<'_>, OciError> {
-        // Cgroups an earlier, killed run could not delete go before this one makes its own.
-        if let Err(e) = crate::cgroups::remove_stale(std::time::Duration::from_secs(5)) {
-            tracing::warn!("failed to remove cgroups earlier runs left: {e}");
-        }
+        bundle.set_cgroups_path(&format!("{}/{id}", self.cgroup.path()))?;
         let file = |name: &str| {
             let path = bundle.dir.join(name);
             File::create(&path).map_err(|source| OciError::Files { path, source })
