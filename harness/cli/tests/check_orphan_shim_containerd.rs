@@ -1,7 +1,8 @@
 //! `faultline check orphan-shim` on a real containerd's orphan (containerd#7496), as root.
 //!
-//! A private containerd (`containerd_lab`: its state at the default /run/containerd, which
-//! only it and its shims see) runs two pods through CRI, as kubelet does.
+//! A private containerd (faultline-runtime's `PrivateContainerd`, its state at the default
+//! /run/containerd, which only it and its shims see in their own /run) runs two pods
+//! through CRI, as kubelet does.
 //! One pod's shim gets its `umount2` held 12 s on entry by `faultline inject` (upstream's
 //! integration/issue7496_linux_test.go does it with strace), then the pod is stopped and
 //! removed: CRI's 10 s TaskExit deadline expires while the shim unmounts, containerd forgets
@@ -15,16 +16,51 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use containerd_lab::{Lab, NS, STATE};
 use faultline_core::Requirement;
+use faultline_runtime::config::{ContainerdConfig, Handler};
+use faultline_runtime::containerd::PrivateContainerd;
+use faultline_runtime::image::ImageBuilder;
+use faultline_runtime::pod_removal::stop_and_remove;
 use faultline_sys::{wait_until, ChildGroup};
 
 // Only `require` is used here.
 #[allow(dead_code)]
 mod common;
-mod containerd_lab;
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+const IMAGE: &str = "faultline.local/busybox:latest";
+const BUSYBOX: &str = "/bin/busybox";
+/// CRI's containerd namespace, and a node's default state directory.
+const NS: &str = "k8s.io";
+const STATE: &str = "/run/containerd";
+
+/// A private containerd of the system's containerd and runc, state at [`STATE`], with the
+/// busybox image imported.
+fn containerd(dir: &Path) -> PrivateContainerd {
+    let runtime = faultline_runtime::select::system().unwrap();
+    let mut config = ContainerdConfig::new(dir, &runtime.oci, IMAGE);
+    config.state = STATE.into();
+    let ctd = PrivateContainerd::start(&runtime, config).unwrap();
+    let image = ImageBuilder::busybox(IMAGE, Path::new(BUSYBOX))
+        .entrypoint(&["/bin/sleep", "2147483647"])
+        .build()
+        .unwrap();
+    ctd.import(&image).unwrap();
+    ctd
+}
+
+/// The runc.v2 shim serving `pod` (one per pod, `-id` the sandbox's).
+fn shim_of(ctd: &PrivateContainerd, pod: &str) -> i32 {
+    wait_until("the pod's shim", Duration::from_secs(10), || {
+        let shims = ctd.shims();
+        shims
+            .iter()
+            .find(|s| s.id == pod)
+            .map(|s| s.pid)
+            .ok_or_else(|| format!("shims: {shims:?}"))
+    })
+    .unwrap()
+}
 
 /// Holds every `umount2` of `pid` 12 s on entry with `faultline inject`, and waits until all
 /// its threads are traced.
@@ -96,27 +132,35 @@ fn reports_the_shim_containerd_forgot_and_not_the_healthy_one() {
         Requirement::Root,
         Requirement::binary("containerd", "containerd"),
         Requirement::binary("containerd-shim-runc-v2", "containerd"),
-        Requirement::binary("ctr", "containerd"),
         Requirement::binary("runc", "runc"),
-        Requirement::binary("unshare", "util-linux"),
-        Requirement::binary("sha256sum", "coreutils"),
+        Requirement::Path {
+            path: BUSYBOX,
+            why: "the pods' image: apt-get install busybox-static",
+        },
     ]);
-    let lab = Lab::start();
-    lab.import_image();
-    let healthy_pod = lab.run_pod("healthy");
-    let orphan_pod = lab.run_pod("orphan");
-    let healthy = lab.shim_of(&healthy_pod);
-    let orphan = lab.shim_of(&orphan_pod);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctd = containerd(&tmp.path().join("containerd"));
+    let run = |name| {
+        ctd.cri()
+            .run_pod(&ctd.pod_spec(name, Handler::RuncV2))
+            .unwrap()
+            .id
+    };
+    let healthy_pod = run("healthy");
+    let orphan_pod = run("orphan");
+    let healthy = shim_of(&ctd, &healthy_pod);
+    let orphan = shim_of(&ctd, &orphan_pod);
     assert_ne!(healthy, orphan, "runc.v2 runs one shim per pod");
 
     let mut inject = hold_umount2(orphan);
     let start = Instant::now();
-    lab.stop_and_remove(&orphan_pod);
+    let removal = stop_and_remove(ctd.cri(), &orphan_pod);
+    assert!(removal.removed, "pod not removed: {:?}", removal.attempts);
     eprintln!("pod stopped and removed in {:?}", start.elapsed());
     wait_until(
         "containerd to forget the pod's task",
         Duration::from_secs(30),
-        || match lab.grpc().task_exists(NS, &orphan_pod) {
+        || match ctd.task_exists(&orphan_pod) {
             Ok(false) => Ok(()),
             Ok(true) => Err("Tasks.Get still finds it".into()),
             Err(e) => Err(faultline_sys::error_chain(&e)),
@@ -129,15 +173,15 @@ fn reports_the_shim_containerd_forgot_and_not_the_healthy_one() {
     assert!(
         Path::new(&format!("/proc/{orphan}")).exists(),
         "the shim exited after its pod was removed: this containerd did not orphan it \
-         (fixed in 1.6.24 / 1.7.4 / 2.0?)\n{}",
-        lab.log_tail()
+         (fixed in 1.6.24 / 1.7.4 / 2.0?)\n{:?}",
+        ctd.log_lines("level=error")
     );
     let bundle = format!("{STATE}/io.containerd.runtime.v2.task/{NS}/{orphan_pod}");
     assert!(
         Path::new(&format!("/proc/{orphan}/root{bundle}")).is_dir(),
         "the orphan's bundle {bundle} was expected to stay"
     );
-    assert!(lab.grpc().task_exists(NS, &healthy_pod).unwrap());
+    assert!(ctd.task_exists(&healthy_pod).unwrap());
 
     // With a grace period longer than its life, it is not reported yet.
     let (_, doc) = check(3600);
@@ -151,7 +195,7 @@ fn reports_the_shim_containerd_forgot_and_not_the_healthy_one() {
     let f = finding_of(&doc, orphan)
         .unwrap_or_else(|| panic!("orphaned shim {orphan} not reported: {doc:#}"));
     eprintln!("{f:#}");
-    let sock = lab.sock().display().to_string();
+    let sock = ctd.socket().display().to_string();
     let ev = &f["evidence"];
     assert_eq!(f["detector"], "orphan-shim");
     assert_eq!(ev["judged_by"], "containerd", "{f:#}");

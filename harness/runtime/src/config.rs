@@ -35,6 +35,10 @@ pub struct ContainerdConfig {
     /// containerd's root (content store, metadata, the overlayfs snapshotter's layers and
     /// upper dirs). `dir/root` unless it must sit elsewhere (on slow storage).
     pub root: PathBuf,
+    /// containerd's state (task bundles, shim addresses). `dir/state` unless a test wants
+    /// a node's default, `/run/containerd`: containerd runs with a `/run` of its own, so
+    /// that path is private to it and its shims.
+    pub state: PathBuf,
     /// The OCI runtime the shims run (`runc` or another binary).
     pub oci_runtime: PathBuf,
     /// CRI's image for the pod sandbox container (imported before any pod runs).
@@ -56,6 +60,7 @@ impl ContainerdConfig {
         ContainerdConfig {
             dir: dir.to_path_buf(),
             root: dir.join("root"),
+            state: dir.join("state"),
             oci_runtime: oci_runtime.to_path_buf(),
             sandbox_image: sandbox_image.to_string(),
             restrict_oom_score_adj: true,
@@ -69,7 +74,7 @@ impl ContainerdConfig {
     }
 
     pub fn state(&self) -> PathBuf {
-        self.dir.join("state")
+        self.state.clone()
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -86,7 +91,7 @@ impl ContainerdConfig {
         let mut t = String::new();
         let _ = writeln!(t, "version = 2");
         let _ = writeln!(t, "root = {}", toml_string(&self.root));
-        let _ = writeln!(t, "state = {}", d("state"));
+        let _ = writeln!(t, "state = {}", toml_string(&self.state));
         // Snapshotters that cannot work here and tracing that would dial out.
         t.push_str(concat!(
             "disabled_plugins = [\"io.containerd.snapshotter.v1.aufs\", ",

@@ -35,14 +35,18 @@ fn prepare(config: &ContainerdConfig) -> Result<(), StartError> {
         let path = path.to_path_buf();
         move |source| StartError::Prepare { path, source }
     };
+    // A state under /run is created by containerd itself, in its own /run.
+    let state = Some(config.state()).filter(|s| !s.starts_with("/run"));
     for d in [
         config.dir.clone(),
         config.root.clone(),
-        config.state(),
         config.dir.join("cni/bin"),
         config.dir.join("cni/conf"),
         config.dir.join("logs"),
-    ] {
+    ]
+    .into_iter()
+    .chain(state)
+    {
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
     let file = config.config_file();

@@ -13,6 +13,7 @@ pub mod image;
 pub mod import;
 mod launch;
 pub mod oci;
+pub mod pod_removal;
 pub mod process;
 pub mod select;
 

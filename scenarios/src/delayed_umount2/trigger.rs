@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use faultline_detect::hung_task::BlockedTask;
 use faultline_inject::{Attached, Injector, Rule};
 use faultline_runtime::cri::Cri;
-use serde::Serialize;
+use faultline_runtime::pod_removal::{stop_and_remove, Removal, CALL_LIMIT, REMOVAL_LIMIT};
 
 use super::batch::Env;
 use super::observe::DWatch;
@@ -19,71 +19,9 @@ use super::pod::Lab;
 use super::storage::NodeLoad;
 use super::Kind;
 
-/// How long the StopPodSandbox + RemovePodSandbox loop may take (upstream's test: 3 min).
-const REMOVAL_LIMIT: Duration = Duration::from_secs(180);
-/// One call's bound: kubelet's default `--runtime-request-timeout` is 2 min; StopPodSandbox
-/// took 50 s here while two unmounts were held 2 x 12 s each.
-const CALL_LIMIT: Duration = Duration::from_secs(90);
 /// What containerd logs when CRI's 10 s deadline for the sandbox's TaskExit expired; the
 /// slow storage is made fast again once it is there, so that the stop can finish.
 pub(super) const SANDBOX_GAVE_UP: &str = "failed to handle sandbox TaskExit event";
-
-/// One call of the loop.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct Attempt {
-    pub(super) call: &'static str,
-    pub(super) at_ms: u64,
-    pub(super) took_ms: u64,
-    pub(super) error: Option<String>,
-}
-
-/// The loop's outcome.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct Removal {
-    pub(super) removed: bool,
-    pub(super) took_ms: u64,
-    pub(super) attempts: Vec<Attempt>,
-}
-
-/// StopPodSandbox until it succeeds, then RemovePodSandbox until it succeeds, 1 s apart.
-pub(super) fn stop_and_remove(cri: &Cri, pod: &str) -> Removal {
-    let start = Instant::now();
-    let mut attempts = Vec::new();
-    let mut stopped = false;
-    while start.elapsed() < REMOVAL_LIMIT {
-        let left = REMOVAL_LIMIT
-            .saturating_sub(start.elapsed())
-            .min(CALL_LIMIT);
-        let t = Instant::now();
-        let (call, result) = if stopped {
-            ("RemovePodSandbox", cri.remove_pod(pod, left))
-        } else {
-            ("StopPodSandbox", cri.stop_pod(pod, left))
-        };
-        attempts.push(Attempt {
-            call,
-            at_ms: t.duration_since(start).as_millis() as u64,
-            took_ms: t.elapsed().as_millis() as u64,
-            error: result.as_ref().err().map(|e| e.to_string()),
-        });
-        match (call, result) {
-            ("StopPodSandbox", Ok(())) => stopped = true,
-            ("RemovePodSandbox", Ok(())) => {
-                return Removal {
-                    removed: true,
-                    took_ms: start.elapsed().as_millis() as u64,
-                    attempts,
-                }
-            }
-            _ => std::thread::sleep(Duration::from_secs(1)),
-        }
-    }
-    Removal {
-        removed: false,
-        took_ms: start.elapsed().as_millis() as u64,
-        attempts,
-    }
-}
 
 /// What the trigger did and saw.
 pub(super) struct Triggered {
