@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::process::{all_pids, kill_and_reap};
+use crate::process::kill_and_reap;
 
 pub const PREFIX: &str = "faultline-";
 
@@ -172,22 +172,27 @@ impl Drop for CgroupParent {
 /// How long dropping a parent may take to kill what is left in it.
 const DROP_LIMIT: Duration = Duration::from_secs(5);
 
-/// Pids whose cgroup, in any hierarchy, is `/<name>` or below it (`/proc/PID/cgroup`).
+/// Pids in `/<name>` or below it, in any hierarchy (each cgroup's `cgroup.procs`, as this
+/// pid namespace sees them).
 pub fn pids_in(name: &str) -> Vec<i32> {
-    let top = format!("/{name}");
-    let below = format!("/{name}/");
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|text| {
-                text.lines().any(|l| {
-                    l.splitn(3, ':')
-                        .nth(2)
-                        .is_some_and(|p| p == top || p.starts_with(&below))
-                })
-            })
-        })
-        .collect()
+    fn collect(dir: &Path, out: &mut Vec<i32>) {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect(&e.path(), out);
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    for h in hierarchies().unwrap_or_default() {
+        collect(&h.join(name), &mut pids);
+    }
+    pids.retain(|&p| p > 0);
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// The `faultline-<n>-<n>` directories under `hierarchy`.

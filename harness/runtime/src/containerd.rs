@@ -25,7 +25,7 @@ use crate::cri::{Cri, PodSpec};
 use crate::image::Image;
 use crate::import::{import, ImportError, K8S_NAMESPACE};
 use crate::launch;
-use crate::process::{alive, all_pids, cmdline, kill_and_reap, shims_of, ShimProcess};
+use crate::process::{self, alive, kill_and_reap, shims_of, ShimProcess};
 
 /// How long containerd may take to answer CRI's Version after it starts (it takes 0.1 to
 /// 0.3 s here).
@@ -258,13 +258,19 @@ impl PrivateContainerd {
     /// directory on the command line (a shim's `start` helper, runc).
     fn processes(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = self.child.iter().map(|c| c.id() as i32).collect();
-        pids.extend(self.shims().iter().map(|s| s.pid));
         pids.extend(self.cgroup.pids());
+        // Its shims carry `-address <dir>/containerd.sock`: one walk of /proc finds them and
+        // everything else run with its directory on the command line.
         let dir = self.config.dir.display().to_string();
-        pids.extend(all_pids().into_iter().filter(|&p| {
-            p != std::process::id() as i32
-                && cmdline(p).is_some_and(|argv| argv.iter().any(|a| a.contains(&dir)))
-        }));
+        let me = std::process::id() as i32;
+        if let Some(snap) = process::snapshot() {
+            pids.extend(snap.user_processes().map(|p| p.pid).filter(|&p| {
+                p != me
+                    && snap
+                        .cmdline(p)
+                        .is_ok_and(|argv| argv.iter().any(|a| a.contains(&dir)))
+            }));
+        }
         pids.sort_unstable();
         pids.dedup();
         pids.retain(|&p| alive(p));

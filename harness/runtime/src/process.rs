@@ -7,41 +7,24 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use faultline_detect::orphan_shim::{ShimArgs, SHIM_NAMES};
+use faultline_sys::proc::{stat_state, Snapshot};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
-/// Every pid in /proc (this pid namespace's, as /proc is mounted for it).
-pub fn all_pids() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `/proc/PID/cmdline` split at NULs; `None` for a process that is gone, a zombie or a
-/// kernel thread (all have an empty command line).
-pub fn cmdline(pid: i32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    if raw.is_empty() {
-        return None;
-    }
-    Some(
-        raw.split(|b| *b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect(),
-    )
+/// Every process of this pid namespace (as /proc is mounted for it), in one walk of the
+/// shared /proc layer; empty when /proc cannot be read.
+pub fn snapshot() -> Option<Snapshot> {
+    Snapshot::take(Path::new("/proc"))
+        .map_err(|e| tracing::warn!("{e}"))
+        .ok()
 }
 
 /// The state letter of `/proc/PID/stat` (`R`, `S`, `D`, `Z`, ...), `None` when gone.
-pub fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+fn state(pid: i32) -> Option<char> {
+    stat_state(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Running or sleeping: there, and neither a zombie nor dead.
@@ -100,18 +83,12 @@ pub struct ShimProcess {
 }
 
 impl ShimProcess {
-    /// `None` unless `argv` is a containerd shim's whose `-address` is `socket`.
+    /// `None` unless `argv` is a containerd shim's (as orphan-shim parses it, Go's flag
+    /// forms included) whose `-address` is `socket`.
     pub fn parse(pid: i32, argv: Vec<String>, socket: &Path) -> Option<ShimProcess> {
-        let base = Path::new(argv.first()?).file_name()?.to_str()?;
-        if !base.starts_with("containerd-shim") {
-            return None;
-        }
-        let flag = |name: &str| {
-            argv.windows(2)
-                .find(|w| w[0].trim_start_matches('-') == name)
-                .map(|w| w[1].clone())
-        };
-        if flag("address")? != socket.to_str()? {
+        let names: Vec<String> = SHIM_NAMES.iter().map(|n| n.to_string()).collect();
+        let args = ShimArgs::parse(&argv, &names)?;
+        if args.address.as_deref() != Some(socket.to_str()?) {
             return None;
         }
         // `containerd-shim-runc-v2 ... start` and `... delete` are containerd's short-lived
@@ -120,47 +97,40 @@ impl ShimProcess {
         if matches!(argv.last().map(String::as_str), Some("start" | "delete")) {
             return None;
         }
-        let (kind, id) = match (flag("id"), flag("workdir")) {
-            (Some(id), _) => (ShimKind::V2, id),
-            (None, Some(workdir)) => (
-                ShimKind::V1,
-                Path::new(&workdir).file_name()?.to_str()?.to_string(),
-            ),
-            (None, None) => return None,
+        let kind = if args.id.is_some() {
+            ShimKind::V2
+        } else {
+            ShimKind::V1
         };
         Some(ShimProcess {
             pid,
             kind,
-            id,
+            id: args.container_id()?,
             argv,
         })
     }
 }
 
-/// The parent pid (`/proc/PID/stat`), `None` when gone.
-pub fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// The live shims of the containerd listening on `socket`. A shim's child between its
-/// fork and its exec of runc still shows the shim's command line; a process whose parent
-/// is one of the shims found is such a child, not a shim.
+/// The live shims of the containerd listening on `socket`, from one walk of /proc. A
+/// shim's child between its fork and its exec of runc still shows the shim's command line;
+/// a process whose parent is one of the shims found is such a child, not a shim.
 pub fn shims_of(socket: &Path) -> Vec<ShimProcess> {
-    let found: Vec<ShimProcess> = all_pids()
-        .into_iter()
-        .filter_map(|pid| ShimProcess::parse(pid, cmdline(pid)?, socket))
-        .filter(|s| alive(s.pid))
+    let Some(snap) = snapshot() else {
+        return Vec::new();
+    };
+    let found: Vec<(ShimProcess, i32)> = snap
+        .user_processes()
+        .filter(|p| p.state != 'Z' && p.state != 'X')
+        .filter_map(|p| {
+            let shim = ShimProcess::parse(p.pid, snap.cmdline(p.pid).ok()?, socket)?;
+            Some((shim, p.ppid))
+        })
         .collect();
-    let pids: Vec<i32> = found.iter().map(|s| s.pid).collect();
+    let pids: Vec<i32> = found.iter().map(|(s, _)| s.pid).collect();
     found
         .into_iter()
-        .filter(|s| !ppid(s.pid).is_some_and(|p| pids.contains(&p)))
+        .filter(|(_, ppid)| !pids.contains(ppid))
+        .map(|(s, _)| s)
         .collect()
 }
 
@@ -227,11 +197,15 @@ mod tests {
         let shim = faultline_sys::ChildGroup::spawn("shim", &mut cmd).unwrap();
         let shim_pid = shim.pid();
         faultline_sys::wait_until("the forked child", Duration::from_secs(10), || {
-            let n = all_pids()
-                .into_iter()
-                .filter(|&p| {
-                    ppid(p) == Some(shim_pid)
-                        && cmdline(p).is_some_and(|a| a[0] == "containerd-shim-runc-v2")
+            let snap = snapshot().unwrap();
+            let n = snap
+                .processes()
+                .iter()
+                .filter(|p| {
+                    p.ppid == shim_pid
+                        && snap.cmdline(p.pid).is_ok_and(|a| {
+                            a.first().map(String::as_str) == Some("containerd-shim-runc-v2")
+                        })
                 })
                 .count();
             (n > 0)

@@ -165,7 +165,7 @@ impl OciRuntime {
     /// pipes (a pipe would stay open as long as the container runs); the runtime's error,
     /// if any, is read back from `create.stderr`.
     pub fn create(&self, id: &str, bundle: &Bundle) -> Result<Created<'_>, OciError> {
-        bundle.set_cgroups_path(&format!("{}/{id}", self.cgroup.path()))?;
+        self.place(id, bundle)?;
         let file = |name: &str| {
             let path = bundle.dir.join(name);
             File::create(&path).map_err(|source| OciError::Files { path, source })
@@ -212,12 +212,18 @@ impl OciRuntime {
     /// `run --bundle B ID` in the foreground: the container runs its process to the end and
     /// is removed; its stdout is the step's.
     pub fn run(&self, id: &str, bundle: &Bundle) -> Result<Step, OciError> {
+        self.place(id, bundle)?;
         let bundle_dir = bundle.dir.to_string_lossy();
         let out = self.bounded(&["run", "--bundle", &bundle_dir, id]);
         if out.is_err() {
             self.force_delete(id);
         }
         Ok(Step::from_output("run".into(), &out?))
+    }
+
+    /// Container `id` made from `bundle` gets its cgroup under this runtime's parent.
+    fn place(&self, id: &str, bundle: &Bundle) -> Result<(), OciError> {
+        bundle.set_cgroups_path(&format!("{}/{id}", self.cgroup.path()))
     }
 
     fn force_delete(&self, id: &str) -> Option<Step> {
