@@ -18,10 +18,24 @@ use faultline_sys::{wait_until, ChildGroup};
 
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
-/// A stand-in shim: `sh -c 'sleep 1000; exit 0'` (the `exit` keeps the shell from replacing
-/// itself with sleep) with argv[0] `name` and the shim's flags after it, started in `cwd`.
+/// A stand-in shim: a copy of `sh` named `name` (so the kernel's command, which the
+/// detector selects candidates by, is the shim's), running `sleep 1000; exit 0` (the `exit`
+/// keeps the shell from replacing itself with sleep) with argv[0] `name` and the shim's
+/// flags after it, started in `cwd`.
 fn fake_shim(name: &str, flags: &[String], cwd: &Path) -> ChildGroup {
-    let mut cmd = Command::new("sh");
+    // In cargo's scratch directory for tests; put in place by rename, since another test
+    // may be running the same copy (writing over a running executable is ETXTBSY).
+    let bin = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-shims");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join(name);
+    let staged = bin.join(format!(
+        ".{name}.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::copy(faultline_sys::path::find_on_path("sh").unwrap(), &staged).unwrap();
+    std::fs::rename(&staged, &exe).unwrap();
+    let mut cmd = Command::new(&exe);
     cmd.arg0(name)
         .args(["-c", "sleep 1000; exit 0", name])
         .args(flags)

@@ -149,14 +149,29 @@ impl HtreeUsage {
             "ext4 directory {subject}: {}: {consequence}",
             self.summary()
         );
+        // The device can be unknown (no /dev node for it, as inside a pod): the command is
+        // then given without one, saying so, never with an empty word.
         let device = self.device.to_string_lossy();
-        let rebuild = shell::join(["e2fsck", "-fD", &device]);
+        let command = |words: &[&str]| {
+            if device.is_empty() {
+                format!(
+                    "`{} DEVICE` (the file system's device; not found under /dev here)",
+                    shell::join(words.iter().copied())
+                )
+            } else {
+                format!(
+                    "`{}`",
+                    shell::join(words.iter().copied().chain([device.as_ref()]))
+                )
+            }
+        };
+        let rebuild = command(&["e2fsck", "-fD"]);
         let remedy = if self.large_dir {
-            format!("spread the files over subdirectories; after deleting files, rebuild the index offline, unmounted, with `{rebuild}`")
+            format!("spread the files over subdirectories; after deleting files, rebuild the index offline, unmounted, with {rebuild}")
         } else {
             format!(
-                "spread the files over subdirectories, or enable large_dir (`{}`; needs Linux >= 4.13, and older kernels and boot loaders can no longer read the file system); the index does not shrink when files are deleted: rebuild it offline, unmounted, with `{rebuild}`",
-                shell::join(["tune2fs", "-O", "large_dir", &device])
+                "spread the files over subdirectories, or enable large_dir ({}; needs Linux >= 4.13, and older kernels and boot loaders can no longer read the file system); the index does not shrink when files are deleted: rebuild it offline, unmounted, with {rebuild}",
+                command(&["tune2fs", "-O", "large_dir"])
             )
         };
         Some(
@@ -451,5 +466,17 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("`e2fsck -fD '/dev/md10 ; rm -rf /'`"), "{r}");
+    }
+
+    #[test]
+    fn an_unknown_device_gives_no_empty_word() {
+        let mut u = usage(99.0);
+        u.device = PathBuf::new();
+        let r = u.finding().unwrap().remedy;
+        assert!(!r.contains("''"), "{r}");
+        assert!(
+            r.contains("`e2fsck -fD DEVICE` (the file system's device"),
+            "{r}"
+        );
     }
 }

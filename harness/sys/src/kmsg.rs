@@ -56,8 +56,10 @@ fn unescape_kmsg(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes.get(i + 1) == Some(&b'x') {
-            if let Ok(b) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+        // On bytes, not on the str: a line from a capture file may put a multi-byte
+        // character right after `\x`, where a str slice would not fall on a char boundary.
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
+            if let Some(b) = bytes.get(i + 2..i + 4).and_then(hex_byte) {
                 out.push(b);
                 i += 4;
                 continue;
@@ -67,6 +69,15 @@ fn unescape_kmsg(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Two ASCII hex digits as the byte they spell.
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let text = std::str::from_utf8(digits).ok()?;
+    u8::from_str_radix(text, 16).ok()
 }
 
 /// Kernel log lines that mean the kernel itself went wrong, whatever the scenario expected:
@@ -263,5 +274,9 @@ mod tests {
     fn unescapes_hex() {
         assert_eq!(unescape_kmsg("a\\x09b"), "a\tb");
         assert_eq!(unescape_kmsg("plain"), "plain");
+        // A capture file's line may put any character after `\x`: kept as it is, no panic.
+        assert_eq!(unescape_kmsg("a\\x€b"), "a\\x€b");
+        assert_eq!(unescape_kmsg("a\\x+fb"), "a\\x+fb");
+        assert_eq!(unescape_kmsg("end\\x4"), "end\\x4");
     }
 }

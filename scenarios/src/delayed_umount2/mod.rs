@@ -328,14 +328,25 @@ fn run(env: &batch::Env, kind: Kind) -> anyhow::Result<VariantOutcome> {
     let view = observe::containerd_view(&lab)?;
     let findings = observe::findings(&fates, t.blocked.as_ref())?;
 
-    let pod_gone = t.removal.removed && !view.pod_listed && !view.pod_task && !view.container_task;
+    // The pod must be gone before anything is judged: a removal that never succeeded (or a
+    // pod containerd still has) says nothing about the shim, and must not pass as clean.
+    anyhow::ensure!(
+        t.removal.removed,
+        "StopPodSandbox + RemovePodSandbox did not succeed: {:?}",
+        t.removal.attempts.last()
+    );
+    anyhow::ensure!(
+        !view.pod_listed && !view.pod_task && !view.container_task,
+        "containerd still has the pod after its removal: {}",
+        view.json
+    );
     let shim_outlived_pod = fates.iter().any(|f| f.alive);
     let blocked_in_sync = t
         .blocked
         .as_ref()
         .is_some_and(|b| b.as_ref().is_ok_and(|t| t.class == BlockClass::UnmountSync));
     let stall_required = kind == Kind::CriRealStall;
-    let reproduced = pod_gone && shim_outlived_pod && (blocked_in_sync || !stall_required);
+    let reproduced = shim_outlived_pod && (blocked_in_sync || !stall_required);
 
     let mut observed = json!({
         "containerd": lab.ctd.version(),
@@ -344,7 +355,7 @@ fn run(env: &batch::Env, kind: Kind) -> anyhow::Result<VariantOutcome> {
         "container": lab.container,
         "dirty_bytes": opts.dirty_bytes,
         "removal": t.removal,
-        "pod_gone": pod_gone,
+        "pod_gone": true,
         "shims": fates,
         "shim_outlived_pod": shim_outlived_pod,
         "exit_window_ms": EXIT_WINDOW.as_millis() as u64,

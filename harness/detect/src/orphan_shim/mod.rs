@@ -138,8 +138,12 @@ impl OrphanShim {
             gaps: snap.gaps().select(&[STAT]),
         };
         let names = self.names();
+        // The command from stat (the executable's name cut to TASK_COMM_LEN - 1 = 15 bytes)
+        // picks the candidates: reading a command line takes the target's mmap_lock (see
+        // faultline_sys::proc), so it is read only for processes that run a shim binary.
+        let comms: Vec<String> = names.iter().map(|n| comm_of(n)).collect();
         let mut findings = Vec::new();
-        for p in snap.user_processes() {
+        for p in snap.user_processes().filter(|p| comms.contains(&p.comm)) {
             let cmdline = snap.cmdline(p.pid);
             let Some(argv) = walk.gaps.read(CMDLINE, p.pid.into(), cmdline) else {
                 continue;
@@ -242,8 +246,26 @@ impl Detector for OrphanShim {
     }
 }
 
+/// What the kernel keeps as the command of a process running executable `name`
+/// (`comm`, at most 15 bytes: `containerd-shim-runc-v2` shows as `containerd-shim`).
+fn comm_of(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn shims_are_picked_by_the_kernels_15_byte_command() {
+        assert_eq!(comm_of("containerd-shim-runc-v2"), "containerd-shim");
+        assert_eq!(comm_of("containerd-shim"), "containerd-shim");
+        assert_eq!(comm_of("my-shim"), "my-shim");
+    }
+
     use super::*;
 
     #[test]
