@@ -267,18 +267,7 @@ fn collect_stderr(pipe: ChildStderr) -> (Arc<Mutex<String>>, mpsc::Receiver<()>)
 /// `st_dev` of what `path` resolves to, without asking a FUSE daemon (statx with an empty
 /// mask is answered from the inode; it works on a dead mount too).
 pub fn dev_of(path: &Path) -> Option<(u32, u32)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statx writes into a zeroed statx we own; `c` outlives the call.
-    unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
-            0,
-            &mut stx,
-        );
-        (rc == 0).then_some((stx.stx_dev_major, stx.stx_dev_minor))
-    }
+    faultline_sys::statx::statx(path, libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC, 0)
+        .ok()
+        .map(|s| s.dev)
 }

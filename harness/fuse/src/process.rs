@@ -87,16 +87,8 @@ fn mount_dev_fuse(a: &FuseConfig) -> Result<OwnedFd, String> {
 /// aborted by hand through fusectl). The copy is made private first, so that dropping the
 /// mount here never propagates to the namespace the daemon was started in.
 fn leave_mount_namespace(a: &FuseConfig) -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("failed to make a mount namespace of its own: {e}"))?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("failed to make its mount namespace private: {e}"))?;
+    faultline_sys::mount_namespace::unshare_private()
+        .map_err(|e| format!("failed to make a private mount namespace of its own: {e}"))?;
     nix::mount::umount2(&a.mount_point, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
         format!(
             "failed to drop its copy of {}: {e}",

@@ -65,17 +65,9 @@ fn mounts_at(mp: &Path) -> Vec<MountInfo> {
 }
 
 fn statx_type(path: &Path, mask: u32, flags: i32) -> Result<u32, i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: statx writes into a zeroed struct we own; `c` outlives the call.
-    unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        if libc::statx(libc::AT_FDCWD, c.as_ptr(), flags, mask, &mut stx) == 0 {
-            Ok(stx.stx_mode as u32 & libc::S_IFMT)
-        } else {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-        }
-    }
+    faultline_sys::statx::statx(path, flags, mask)
+        .map(|s| s.file_type())
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
 }
 
 fn file_ops() -> R {

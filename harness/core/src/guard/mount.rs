@@ -1,8 +1,6 @@
 //! A mount that is unmounted on drop, only if it is still the mount this guard made (compared
 //! by mount id), and never blocking for long: a stuck unmount falls back to a lazy detach.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -46,19 +44,13 @@ pub use faultline_sys::mount_namespace::{make_root_private, unshare_private};
 /// otherwise sends GETATTR once its attribute cache has expired (fs/fuse/dir.c
 /// fuse_update_get_attr), which waits on the daemon, and a guard's teardown must not.
 pub fn mount_id(path: &Path) -> Option<u64> {
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statx writes into a zeroed, properly sized struct we own; `c` outlives the call.
-    unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        );
-        (rc == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
-    }
+    faultline_sys::statx::statx(
+        path,
+        libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
+        libc::STATX_MNT_ID,
+    )
+    .ok()?
+    .mnt_id
 }
 
 impl Mount {
