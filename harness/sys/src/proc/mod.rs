@@ -75,6 +75,8 @@ pub struct Snapshot {
     processes: Vec<ProcessEntry>,
     vanished: Vec<i32>,
     gaps: Gaps,
+    /// Every namespace's mount table, read once for all the detectors of one check.
+    tables: std::sync::OnceLock<(Vec<NamespaceTable>, Gaps)>,
 }
 
 /// A procfs error as the I/O error under it, so that "gone" and "denied" are told apart alike.
@@ -103,6 +105,7 @@ impl Snapshot {
             processes: Vec::new(),
             vanished: Vec::new(),
             gaps: Gaps::new(),
+            tables: std::sync::OnceLock::new(),
         };
         for p in iter {
             match p {
@@ -249,17 +252,25 @@ pub struct NamespaceTable {
 }
 
 impl Snapshot {
-    /// Every mount namespace's mount table ([`Snapshot::mount_namespaces`]); a table that
-    /// could not be read is recorded in `gaps` ([`MOUNT_TABLE`]).
+    /// Every mount namespace's mount table ([`Snapshot::mount_namespaces`]), read on the
+    /// first call and kept for the next detector; a table that could not be read is
+    /// recorded in `gaps` ([`MOUNT_TABLE`]) on every call.
     pub fn mount_tables(&self, gaps: &mut Gaps) -> Vec<NamespaceTable> {
-        let mut out = Vec::new();
-        for ns in self.mount_namespaces() {
-            let read = ns.mountinfo(&self.root).map_err(mount_table_error);
-            if let Some((pid, mounts)) = gaps.read(MOUNT_TABLE, ns.representative().into(), read) {
-                out.push(NamespaceTable { ns, pid, mounts });
+        let (tables, missed) = self.tables.get_or_init(|| {
+            let mut missed = Gaps::new();
+            let mut out = Vec::new();
+            for ns in self.mount_namespaces() {
+                let read = ns.mountinfo(&self.root).map_err(mount_table_error);
+                if let Some((pid, mounts)) =
+                    missed.read(MOUNT_TABLE, ns.representative().into(), read)
+                {
+                    out.push(NamespaceTable { ns, pid, mounts });
+                }
             }
-        }
-        out
+            (out, missed)
+        });
+        gaps.extend(missed);
+        tables.clone()
     }
 }
 
