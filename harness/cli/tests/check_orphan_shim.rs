@@ -224,6 +224,16 @@ fn shims_younger_than_the_grace_period_are_not_judged() {
     for pid in [s.v1_gone.pid(), s.v2_gone.pid(), s.v1_there.pid()] {
         assert!(finding_of(&doc, pid).is_none(), "{pid} reported: {doc:#}");
     }
+    // The same shims once past a 1 s grace: reported, so the silence above was the grace
+    // period's, not a detector that did not see them.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, doc) = check(1);
+    for pid in [s.v1_gone.pid(), s.v2_gone.pid()] {
+        assert!(
+            finding_of(&doc, pid).is_some(),
+            "{pid} not reported: {doc:#}"
+        );
+    }
 }
 
 #[test]

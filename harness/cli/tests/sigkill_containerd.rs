@@ -133,7 +133,22 @@ fn sigkill_mid_containerd_variant_leaves_nothing() {
             .ok_or_else(|| format!("processes: {:?}", pids_in_pid_ns(ns)))
     })
     .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // The stop is under way once the injector traces the shim (it attaches to hold umount2).
+    wait_until("the injector on the shim", Duration::from_secs(60), || {
+        let traced = fs::read_dir(format!("/proc/{shim}/task"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .any(|t| {
+                fs::read_to_string(t.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.starts_with("TracerPid:") && l != "TracerPid:\t0")
+            });
+        traced
+            .then_some(())
+            .ok_or_else(|| "not traced yet".to_string())
+    })
+    .unwrap();
     let up = pids_in_pid_ns(ns);
     let names: Vec<String> = up.iter().map(|&p| argv0(p)).collect();
     assert!(
