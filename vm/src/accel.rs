@@ -70,7 +70,7 @@ pub fn choose_accel(kernel: &GuestKernel, initrd: &Path, dir: &Path) -> AccelCho
     }
     VERDICT
         .get_or_init(|| {
-            let cache = crate::fetch::cache_dir().join("kvm-verdict");
+            let cache = faultline_sys::debian::cache_dir().join("kvm-verdict");
             if let Some(v) = cached_verdict(&cache) {
                 return v;
             }

@@ -20,11 +20,6 @@ pub enum FetchError {
     Kernel(#[from] KernelError),
 }
 
-/// Where downloaded kernels (and runtimes) live; see [`debian::cache_dir`].
-pub fn cache_dir() -> std::path::PathBuf {
-    debian::cache_dir()
-}
-
 /// The newest `linux-image-<series>...-cloud-amd64` (the signed image package, which also
 /// carries the modules) named in the local apt lists. The cloud flavour: virtio and serial
 /// built in, few modules, boots fastest.
@@ -148,7 +143,7 @@ fn version_key(name: &str) -> Vec<(u64, String)> {
 /// The Debian kernel of `series`, downloaded and unpacked if the cache does not hold it yet.
 pub fn debian_kernel(series: &str) -> Result<GuestKernel, FetchError> {
     let package = resolve_package(series)?;
-    let root = cache_dir().join("kernels");
+    let root = debian::cache_dir().join("kernels");
     let dir = debian::Fetch {
         root: &root,
         package: &package,

@@ -133,11 +133,6 @@ pub fn findings(lines: &[LogLine], proc_root: &Path, path_budget: Duration) -> V
     scan.findings(proc_root, path_budget)
 }
 
-/// `MAJ:MIN` of a block device named as the kernel names it (`loop0`, `md1`, `dm-3`).
-pub fn device_number(name: &str) -> Option<String> {
-    DeviceNow::look_up(name, &[]).majmin
-}
-
 /// This mount namespace's mounts; none when the table cannot be read.
 fn read_mounts(proc_root: &Path) -> Vec<MountInfo> {
     read_mountinfo(proc_root, None).unwrap_or_else(|e| {

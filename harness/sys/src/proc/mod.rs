@@ -209,11 +209,6 @@ impl Snapshot {
         self.root.join(pid.to_string())
     }
 
-    /// `/proc/PID/task/TID/NAME`.
-    pub fn task_file(&self, pid: i32, tid: i32, name: &str) -> PathBuf {
-        self.dir(pid).join("task").join(tid.to_string()).join(name)
-    }
-
     /// `path` as process `pid` sees it, through `/proc/PID/root`.
     pub fn path_in_root(&self, pid: i32, path: &Path) -> PathBuf {
         path_in_root(&self.root, pid, path)
