@@ -117,6 +117,15 @@ pub struct Fetch<'a> {
     pub dir_name: &'a str,
 }
 
+/// `root/dir_name` when a complete unpack of it is there (no apt call, no lock).
+pub fn cached(root: &Path, dir_name: &str) -> Option<PathBuf> {
+    let dir = root.join(dir_name);
+    dir.join(COMPLETE).exists().then_some(dir)
+}
+
+/// The stamp a finished unpack leaves in its directory.
+const COMPLETE: &str = ".complete";
+
 impl Fetch<'_> {
     /// The unpacked package, downloaded and unpacked first if the cache does not hold it
     /// yet; `on_download` is told before a download starts (a progress line).
@@ -126,11 +135,11 @@ impl Fetch<'_> {
             move |source| AptError::Cache { dir, source }
         };
         std::fs::create_dir_all(self.root).map_err(cache(self.root))?;
-        let dir = self.root.join(self.dir_name);
-        let stamp = dir.join(".complete");
-        if stamp.exists() {
+        if let Some(dir) = cached(self.root, self.dir_name) {
             return Ok(dir);
         }
+        let dir = self.root.join(self.dir_name);
+        let stamp = dir.join(COMPLETE);
         let _lock = lock(&self.root.join(".lock"))?;
         // Another fetcher may have finished while we waited for the lock.
         if !stamp.exists() {

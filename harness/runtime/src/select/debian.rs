@@ -67,7 +67,7 @@ fn fetch(
 ) -> Result<PathBuf, DebianError> {
     let root = debian::cache_dir().join("runtimes");
     // A build already unpacked needs no apt at all (it may have left the archive since).
-    let cached = wanted.filter(|v| root.join(dir_name(package, v)).join(".complete").exists());
+    let cached = wanted.filter(|v| debian::cached(&root, &dir_name(package, v)).is_some());
     let version = match cached {
         Some(v) => v.to_string(),
         None => pick_version(package, wanted, spec)?,
