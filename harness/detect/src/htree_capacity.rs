@@ -24,7 +24,6 @@ use crate::report::Measurement;
 use crate::DetectorReport;
 use crate::{CheckInput, DetectError, Detector};
 use faultline_sys::ext4::{DxRoot, Ext4Error, HtreeLimits, Superblock};
-use faultline_sys::shell;
 
 pub const NAME: &str = "htree-capacity";
 pub const WARN_PERCENT: f64 = 75.0;
@@ -149,31 +148,12 @@ impl HtreeUsage {
             "ext4 directory {subject}: {}: {consequence}",
             self.summary()
         );
-        // The device can be unknown (no /dev node for it, as inside a pod): the command is
-        // then given without one, saying so, never with an empty word.
+        // The device can be unknown (no /dev node for it, as inside a pod).
         let device = self.device.to_string_lossy();
-        let command = |words: &[&str]| {
-            if device.is_empty() {
-                format!(
-                    "`{} DEVICE` (the file system's device; not found under /dev here)",
-                    shell::join(words.iter().copied())
-                )
-            } else {
-                format!(
-                    "`{}`",
-                    shell::join(words.iter().copied().chain([device.as_ref()]))
-                )
-            }
-        };
-        let rebuild = command(&["e2fsck", "-fD"]);
-        let remedy = if self.large_dir {
-            format!("spread the files over subdirectories; after deleting files, rebuild the index offline, unmounted, with {rebuild}")
-        } else {
-            format!(
-                "spread the files over subdirectories, or enable large_dir ({}; needs Linux >= 4.13, and older kernels and boot loaders can no longer read the file system); the index does not shrink when files are deleted: rebuild it offline, unmounted, with {rebuild}",
-                command(&["tune2fs", "-O", "large_dir"])
-            )
-        };
+        let remedy = crate::ext4_remedy::fix(
+            Some(device.as_ref()).filter(|d| !d.is_empty()),
+            self.large_dir,
+        );
         Some(
             Finding::new(NAME, severity, subject, message, remedy)
                 .with_evidence(serde_json::to_value(self).unwrap_or(json!(null))),

@@ -4,6 +4,7 @@
 //! (`ci/test` checks that with `cargo tree`).
 
 pub mod ext4_index_full;
+mod ext4_remedy;
 pub mod htree_capacity;
 pub mod kernel_log;
 pub mod nfs_lock_manager;

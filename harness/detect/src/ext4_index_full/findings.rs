@@ -135,11 +135,7 @@ pub fn remedy(f: &Folded, dev: &DeviceNow, holds: &Holds) -> String {
         }
         (None, _) => device.to_string(),
     };
-    let fix = format!(
-        "spread the files over subdirectories, or enable large_dir (`{}`; needs Linux >= 4.13 and e2fsprogs >= 1.44, and older kernels and boot loaders can no longer read the file system); deleting files does not shrink the index: rebuild it offline, unmounted, with `{}`",
-        shell::join(["tune2fs", "-O", "large_dir", &target]),
-        shell::join(["e2fsck", "-fD", &target]),
-    );
+    let fix = crate::ext4_remedy::fix(Some(&target), false);
     match holds {
         Holds::Unknown(_) if f.uuid.is_none() => format!(
             "first make sure {} still holds that file system (`{}`), then {fix}",
