@@ -8,6 +8,8 @@
 //! Everything lives in the holder's namespace and its process group (PDEATHSIG): when the test
 //! ends the daemons die and the namespace, with its mounts, goes.
 
+// Each test binary uses part of the shared helpers.
+#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,14 +2,12 @@
 //! node-problem-detector on stdout (NPD shows stdout only), `--json` stays an alias that
 //! cannot be combined with another format, and a bad `--textfile` is a one-line error.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .output()
-        .expect("run faultline")
-}
+#[allow(dead_code)]
+mod common;
+
+use common::faultline;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -16,6 +16,11 @@ use std::time::Duration;
 
 use faultline_sys::{wait_until, ChildGroup};
 
+#[allow(dead_code)]
+mod common;
+
+use common::{check_orphan_shim, finding_of};
+
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
 /// A stand-in shim: a copy of `sh` named `name` (so the kernel's command, which the
@@ -73,31 +78,6 @@ fn v1_flags(workdir: &Path, sock: &Path) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
-}
-
-/// `faultline check orphan-shim --json` with grace period `grace_secs`: exit code and JSON.
-fn check(grace_secs: u64) -> (Option<i32>, serde_json::Value) {
-    let out = Command::new(FAULTLINE)
-        .args(["check", "orphan-shim", "--json"])
-        .env("FAULTLINE_SHIM_GRACE_SECS", grace_secs.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "check --json printed no JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), doc)
-}
-
-fn finding_of(doc: &serde_json::Value, pid: i32) -> Option<&serde_json::Value> {
-    doc["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["pid"] == pid)
 }
 
 struct Shims {
@@ -161,7 +141,7 @@ fn start_shims() -> Shims {
 fn without_an_answer_from_containerd_the_filesystem_decides_and_says_so() {
     let s = start_shims();
     std::thread::sleep(Duration::from_millis(1100));
-    let (code, doc) = check(1);
+    let (code, doc) = check_orphan_shim(1);
     assert_eq!(code, Some(1), "a finding makes check exit 1: {doc:#}");
 
     let f = finding_of(&doc, s.v1_gone.pid()).unwrap_or_else(|| panic!("v1 orphan: {doc:#}"));
@@ -220,14 +200,14 @@ fn without_an_answer_from_containerd_the_filesystem_decides_and_says_so() {
 #[test]
 fn shims_younger_than_the_grace_period_are_not_judged() {
     let s = start_shims();
-    let (_, doc) = check(3600);
+    let (_, doc) = check_orphan_shim(3600);
     for pid in [s.v1_gone.pid(), s.v2_gone.pid(), s.v1_there.pid()] {
         assert!(finding_of(&doc, pid).is_none(), "{pid} reported: {doc:#}");
     }
     // The same shims once past a 1 s grace: reported, so the silence above was the grace
     // period's, not a detector that did not see them.
     std::thread::sleep(Duration::from_millis(1100));
-    let (_, doc) = check(1);
+    let (_, doc) = check_orphan_shim(1);
     for pid in [s.v1_gone.pid(), s.v2_gone.pid()] {
         assert!(
             finding_of(&doc, pid).is_some(),

@@ -27,6 +27,8 @@ use faultline_sys::{wait_until, ChildGroup};
 #[allow(dead_code)]
 mod common;
 
+use common::{check_orphan_shim, finding_of};
+
 const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 const IMAGE: &str = "faultline.local/busybox:latest";
 const BUSYBOX: &str = "/bin/busybox";
@@ -101,31 +103,6 @@ fn hold_umount2(pid: i32) -> ChildGroup {
     inject
 }
 
-/// `faultline check orphan-shim --json` with grace period `grace_secs`: exit code and JSON.
-fn check(grace_secs: u64) -> (Option<i32>, serde_json::Value) {
-    let out = Command::new(FAULTLINE)
-        .args(["check", "orphan-shim", "--json"])
-        .env("FAULTLINE_SHIM_GRACE_SECS", grace_secs.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "check --json printed no JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), doc)
-}
-
-fn finding_of(doc: &serde_json::Value, pid: i32) -> Option<&serde_json::Value> {
-    doc["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["pid"] == pid)
-}
-
 #[test]
 fn reports_the_shim_containerd_forgot_and_not_the_healthy_one() {
     common::require(&[
@@ -189,13 +166,13 @@ fn reports_the_shim_containerd_forgot_and_not_the_healthy_one() {
     assert!(ctd.task_exists(&healthy_pod).unwrap());
 
     // With a grace period longer than its life, it is not reported yet.
-    let (_, doc) = check(3600);
+    let (_, doc) = check_orphan_shim(3600);
     assert!(
         finding_of(&doc, orphan).is_none(),
         "reported within grace: {doc:#}"
     );
 
-    let (code, doc) = check(5);
+    let (code, doc) = check_orphan_shim(5);
     assert_eq!(code, Some(1), "a finding makes check exit 1: {doc:#}");
     let f = finding_of(&doc, orphan)
         .unwrap_or_else(|| panic!("orphaned shim {orphan} not reported: {doc:#}"));

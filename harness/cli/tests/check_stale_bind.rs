@@ -6,6 +6,8 @@
 //! The holders are set up with util-linux's `unshare` and `mount`, independently of the
 //! scenario code, and die with the test (PDEATHSIG, own process group).
 
+// Each test binary uses part of the shared helpers.
+#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};

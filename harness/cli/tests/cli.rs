@@ -2,14 +2,12 @@
 
 use std::process::{Command, Output};
 
-const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+#[allow(dead_code)]
+mod common;
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(FAULTLINE)
-        .args(args)
-        .output()
-        .expect("run faultline")
-}
+use common::faultline;
+
+const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
 fn one_line_error(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

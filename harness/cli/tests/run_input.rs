@@ -5,16 +5,11 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Command, Output};
 
-const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+#[allow(dead_code)]
+mod common;
 
-fn faultline<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    Command::new(FAULTLINE)
-        .args(args)
-        .output()
-        .expect("run faultline")
-}
+use common::faultline;
 
 /// Exit 2, one line on stderr containing `what`, and nothing started.
 fn refused<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S], what: &str) {

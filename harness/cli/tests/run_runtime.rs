@@ -2,22 +2,13 @@
 //! one line); the runtime that ran is in the result document; several give the matrix,
 //! which `compare --markdown` prints as a Markdown table.
 
-use std::process::{Command, Output};
-
 use faultline_core::Requirement;
 
 // Only `require` is used here.
 #[allow(dead_code)]
 mod common;
 
-const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
-
-fn faultline(args: &[&str]) -> Output {
-    Command::new(FAULTLINE)
-        .args(args)
-        .output()
-        .expect("run faultline")
-}
+use common::faultline;
 
 /// Exit 2 and exactly one line on stderr, before any scenario started.
 fn usage_error(args: &[&str]) -> String {

@@ -2,7 +2,7 @@
 //! with differences first and exits 1 when runs differ, and a SIGKILL of `faultline run --vm`
 //! takes its qemu with it.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use faultline_core::Requirement;
@@ -12,14 +12,9 @@ use faultline_sys::wait_until;
 #[allow(dead_code)]
 mod common;
 
-const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
+use common::faultline;
 
-fn faultline(args: &[&str]) -> Output {
-    Command::new(FAULTLINE)
-        .args(args)
-        .output()
-        .expect("run faultline")
-}
+const FAULTLINE: &str = env!("CARGO_BIN_EXE_faultline");
 
 #[test]
 fn bad_kernel_specs_exit_2_with_one_line() {

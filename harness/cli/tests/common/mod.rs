@@ -1,13 +1,22 @@
 //! Helpers shared by the live-node `faultline check` tests: the privileged-test guard, holder
 //! processes that report `ready`, and running `faultline check --json`.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use faultline_core::{Finding, Requirement};
 use faultline_sys::ChildGroup;
+
+/// `faultline ARGS`, run to the end, its output captured.
+pub fn faultline<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(args)
+        .output()
+        .expect("run faultline")
+}
 
 /// Fails the test when this host cannot run it: a privileged test that passed without running
 /// would hide that it never ran.
@@ -35,11 +44,11 @@ pub fn wait_ready(group: &mut ChildGroup, label: &str, within: Duration) {
 /// Runs `faultline check DETECTOR --json ARGS...`, which must exit 1 (a finding, ours at
 /// least), and returns its findings.
 pub fn check_findings(detector: &str, args: &[&str]) -> Vec<Finding> {
-    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["check", detector, "--json"])
-        .args(args)
-        .output()
-        .expect("failed to run faultline");
+    let all: Vec<&str> = ["check", detector, "--json"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let out = faultline(&all);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -89,4 +98,30 @@ pub fn detector_entry<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_j
         .iter()
         .find(|d| d["name"] == name)
         .unwrap_or_else(|| panic!("no detectors[] entry for {name}: {doc}"))
+}
+
+/// `faultline check orphan-shim --json` with grace period `grace_secs`: exit code and JSON.
+pub fn check_orphan_shim(grace_secs: u64) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["check", "orphan-shim", "--json"])
+        .env("FAULTLINE_SHIM_GRACE_SECS", grace_secs.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
+}
+
+/// The finding about process `pid` in a `check --json` document.
+pub fn finding_of(doc: &serde_json::Value, pid: i32) -> Option<&serde_json::Value> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["pid"] == pid)
 }
