@@ -10,11 +10,12 @@ use faultline_sys::containerd::{ContainerdError, GrpcSocket};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
-    ListPodSandboxRequest, Mount, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
+    ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest, VersionRequest,
 };
 
 use crate::config::Handler;
@@ -297,6 +298,42 @@ impl Cri {
             .map(drop)
     }
 
+    /// RemoveContainer (stops it first if it runs, as containerd's CRI does with a grace of 0).
+    pub fn remove_container(&self, id: &str) -> Result<(), ContainerdError> {
+        let mut rs = self.runtime();
+        let req = Self::req(
+            RemoveContainerRequest {
+                container_id: id.into(),
+            },
+            CALL_LIMIT,
+        );
+        self.grpc
+            .call(
+                "RemoveContainer",
+                async move { rs.remove_container(req).await },
+            )
+            .map(drop)
+    }
+
+    /// The container's init pid, from ContainerStatus's verbose `info` (containerd's CRI
+    /// puts the task's pid there, pkg/cri/server/container_status.go `toCRIContainerInfo`;
+    /// CRI itself has no pid field). `None` when the answer has none.
+    pub fn container_pid(&self, id: &str) -> Result<Option<i32>, ContainerdError> {
+        let mut rs = self.runtime();
+        let req = Self::req(
+            ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            },
+            CALL_LIMIT,
+        );
+        let r = self.grpc.call(
+            "ContainerStatus",
+            async move { rs.container_status(req).await },
+        )?;
+        Ok(r.into_inner().info.get("info").and_then(|i| pid_of_info(i)))
+    }
+
     /// StopPodSandbox, bounded by `limit` (it waits for every container's exit to be
     /// handled, which takes as long as their tasks' deletes).
     pub fn stop_pod(&self, id: &str, limit: Duration) -> Result<(), ContainerdError> {
@@ -370,6 +407,12 @@ impl Cri {
             })
             .collect())
     }
+}
+
+/// `pid` of containerd's verbose container info (JSON).
+fn pid_of_info(info: &str) -> Option<i32> {
+    let v: serde_json::Value = serde_json::from_str(info).ok()?;
+    v.get("pid")?.as_i64().and_then(|p| i32::try_from(p).ok())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! plugin ([`containerd`], [`config`]), a CRI client as kubelet uses it ([`cri`]), the images
 //! faultline builds and imports ([`image`], [`import`]), the cgroup parent each run owns
 //! ([`cgroups`]) and the processes it leaves ([`process`]); the runtime under test is chosen
-//! by [`select`].
+//! by [`select`]. [`pod`] drives one pod through CRI as kubelet does.
 
 pub mod cgroups;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod image;
 pub mod import;
 mod launch;
 pub mod oci;
+pub mod pod;
 pub mod pod_removal;
 pub mod process;
 pub mod select;

@@ -23,16 +23,21 @@
 //!
 //! Environment: our own FUSE daemon (fuser, mounted through /dev/fuse, passthrough to a
 //! scratch "ceph" directory) as `ceph-fuse` at `var/lib/ceph-fuse`; the CSI publish is a bind
-//! of its `dashboard-folder` to the kubelet path. Containers are started by the real OCI
-//! runtime under test (`--runtime … oci=…`, else runc on PATH) with its own `--root` in the
-//! scratch directory: `create` and `start` on a bundle written with the oci-spec crate
-//! (busybox-static root, the kubelet path bound at `/vol` as containerd's CRI plugin passes a
-//! volume), then `exec cat /vol/dashboard.json`. The daemon's attribute cache lifetime is
-//! short and waited out after the kill, as hours pass on a node before the next pod start.
+//! of its `dashboard-folder` to the kubelet path. Each new container is started both ways a
+//! node can: through a private containerd of the runtime under test with its CRI plugin, as
+//! kubelet does (RunPodSandbox, CreateContainer with the kubelet path as a CRI mount at
+//! `/vol`, StartContainer, ExecSync `cat /vol/dashboard.json`); and directly through the
+//! runtime's OCI runtime (`--runtime … oci=…`) with its own `--root` in the scratch
+//! directory: `create` and `start` on a bundle written with the oci-spec crate
+//! (busybox-static root, the kubelet path bound at `/vol` as containerd passes a volume), then
+//! `exec cat /vol/dashboard.json`. Each records its own words and the step that failed:
+//! CRI's stat of the host path at CreateContainer, or the OCI runtime's mount. The daemon's
+//! attribute cache lifetime is short and waited out after the kill, as hours pass on a node
+//! before the next pod start.
 //!
 //! Variants:
 //! - `kill`: SIGKILL the daemon (the OOM kill). Reproduced when the CSI path answers ENOTCONN
-//!   and a new container cannot read its volume, stopping where the runtime table says.
+//!   and a new container cannot read its volume either way, each stopping where its table says.
 //! - `restart-nonempty`: then start a new daemon on the same mount point with `nonempty`.
 //!   Reproduced when the mount point works again but the CSI path and a new container still
 //!   fail, and mountinfo shows two mounts stacked on one mount point (the new daemon's on the
@@ -53,14 +58,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use faultline_core::guard::Mount;
+use faultline_core::runtime_under_test::RuntimeUnderTest;
+use faultline_core::VariantSkipped;
 use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
 };
 use faultline_detect::dead_fuse;
 use faultline_fuse::{FuseConfig, FuseDaemon};
+use faultline_runtime::cri::HostMount;
 use faultline_runtime::oci::{
     self, start_and_read, unique_id, BindMount, Bundle, BundleSpec, OciRuntime, ReadAttempt,
+    Version,
 };
+use faultline_runtime::pod::CriPod;
 use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
 use serde_json::json;
 
@@ -96,6 +106,35 @@ struct Layout {
     oci: OciRuntime,
     /// The pod's new container: busybox, the CSI path bound at /vol.
     bundle: Bundle,
+    /// Whose containerd starts the pod's new container through CRI.
+    runtime: RuntimeUnderTest,
+}
+
+/// A new container of the pod on the volume, started both ways a node can start it.
+pub(crate) struct NewContainer {
+    /// Directly through the OCI runtime: `create`, `start`, `exec cat`.
+    oci: ReadAttempt,
+    /// Through containerd's CRI: CreateContainer with the CSI path as a CRI mount at /vol,
+    /// StartContainer, ExecSync `cat`.
+    cri: ReadAttempt,
+    /// containerd's release as CRI reported it, and what ran the pod.
+    containerd: Option<Version>,
+    cri_runtime: serde_json::Value,
+}
+
+impl NewContainer {
+    /// Neither way read the volume.
+    fn read_neither(&self) -> bool {
+        !self.oci.read() && !self.cri.read()
+    }
+
+    /// Both ways started the container and read the volume's content.
+    fn read_both(&self) -> bool {
+        let content = String::from_utf8_lossy(CONTENT);
+        [&self.oci, &self.cri]
+            .iter()
+            .all(|a| a.started() && a.content.as_deref() == Some(&content[..]))
+    }
 }
 
 impl Layout {
@@ -111,7 +150,12 @@ impl Layout {
         }
         std::fs::write(backing.join(VOLUME).join(FILE), CONTENT)
             .context("failed to write the volume's file")?;
-        let binary = oci::oci_runtime_binary(ctx.runtime.as_ref()).map_err(anyhow::Error::msg)?;
+        let runtime = ctx.runtime.clone().ok_or_else(|| {
+            VariantSkipped::error(
+                "no container runtime under test: its new containers are started through containerd's CRI and directly through the OCI runtime (faultline run --runtime)",
+            )
+        })?;
+        let binary = oci::oci_runtime_binary(Some(&runtime)).map_err(anyhow::Error::msg)?;
         let oci = OciRuntime::new(&binary, &dir.join("run/oci-runtime"))
             .context("failed to set up the OCI runtime")?;
         let bundle = Bundle::create(
@@ -133,6 +177,7 @@ impl Layout {
             csi_target,
             oci,
             bundle,
+            runtime,
         })
     }
 
@@ -152,10 +197,38 @@ impl Layout {
             .context("failed to bind the CSI volume")
     }
 
-    /// A new container of the pod: create, start, read its volume, delete.
-    fn start_container(&self) -> anyhow::Result<ReadAttempt> {
+    /// A new container of the pod directly through the OCI runtime: create, start, read
+    /// its volume, delete.
+    fn start_oci(&self) -> anyhow::Result<ReadAttempt> {
         start_and_read(&self.oci, &self.bundle, &unique_id("fdr"), IN_CONTAINER)
             .context("failed to drive the OCI runtime")
+    }
+
+    /// A new container of the pod both ways: directly through the OCI runtime, and through a
+    /// containerd started now (its mount namespace is a copy of ours as it is now, as a
+    /// node's containerd sees the node's mounts when the pod starts) with the CSI path as
+    /// the CRI mount kubelet passes for the volume.
+    fn start_new(&self) -> anyhow::Result<NewContainer> {
+        let oci = self.start_oci()?;
+        let pod = CriPod::start(&self.runtime, &self.dir.join("cri"), "dashboard")
+            .context("failed to run the pod through containerd's CRI")?;
+        let cri = pod
+            .start_and_read(
+                "new-container",
+                &[HostMount {
+                    host_path: self.csi_target.clone(),
+                    container_path: "/vol".into(),
+                    readonly: false,
+                }],
+                IN_CONTAINER,
+            )
+            .context("failed to drive containerd's CRI")?;
+        Ok(NewContainer {
+            oci,
+            cri,
+            containerd: pod.containerd_release(),
+            cri_runtime: pod.describe(),
+        })
     }
 
     /// mountinfo lines under this variant's directory, as the kernel shows them.
@@ -208,8 +281,13 @@ impl Scenario for FuseDaemonRestart {
         "the FUSE daemon (ceph-fuse) dies and is restarted on top (nonempty); CSI binds still point at the dead connection and new containers cannot use the volume"
     }
 
-    /// The OCI runtime under test starts the container (`--runtime ...,oci=`).
+    /// The runtime under test starts the new containers (`--runtime`).
     fn uses_runtime(&self) -> bool {
+        true
+    }
+
+    /// Through containerd's CRI too.
+    fn uses_containerd(&self) -> bool {
         true
     }
 
@@ -302,9 +380,18 @@ impl Scenario for FuseDaemonRestart {
     }
 }
 
-/// The new container's steps, where it stopped and what the runtime table expects there.
-fn new_container_evidence(start: &ReadAttempt) -> serde_json::Value {
-    let row = runtimes::expected(&start.runtime.name, start.runtime.version);
+/// The new container's steps both ways, where each stopped and what its table expects.
+fn new_container_evidence(new: &NewContainer) -> serde_json::Value {
+    json!({
+        "oci": attempt_evidence(&new.oci, runtimes::expected(&new.oci.runtime.name, new.oci.runtime.version)),
+        "cri": {
+            "runtime": new.cri_runtime,
+            "attempt": attempt_evidence(&new.cri, runtimes::expected_cri(new.containerd)),
+        },
+    })
+}
+
+fn attempt_evidence(start: &ReadAttempt, row: Option<&runtimes::Row>) -> serde_json::Value {
     json!({
         "runtime": start.runtime,
         "steps": start.steps,

@@ -1,6 +1,7 @@
 //! What a new container does with a volume bound from a dead FUSE connection, by OCI runtime
-//! and version, as the kernel table does for kernels: every runtime tested is in this table
-//! with the upstream change that decides its behaviour. The daemon died long enough ago that
+//! and version ([`TABLE`]) and, started through CRI, by containerd release ([`CRI_TABLE`]), as
+//! the kernel table does for kernels: every runtime tested is in a table with the upstream
+//! change that decides its behaviour. The daemon died long enough ago that
 //! the kernel's attribute cache for the volume has expired (the scenario waits out the
 //! daemon's attribute lifetime), so any getattr the runtime sends reaches the dead
 //! connection and answers ENOTCONN (fs/fuse/dir.c, fuse_update_get_attr).
@@ -12,6 +13,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stop {
+    /// CRI's CreateContainer fails: containerd stats every host path before it makes the
+    /// spec, and ENOTCONN is not ENOENT (which it would answer by creating a directory).
+    CriHostPathStat,
     /// `create` fails: the runtime's stat of the bind source answers ENOTCONN.
     SourceStat,
     /// `create` fails at the mount itself, after a stat that passed: runc 1.0's
@@ -81,10 +85,30 @@ pub const TABLE: &[Row] = &[
     },
 ];
 
+/// What containerd's CRI does with a host path on a dead FUSE connection, by release.
+pub const CRI_TABLE: &[Row] = &[Row {
+    runtime: "containerd",
+    from: Version(1, 1, 0),
+    until: None,
+    stop: Stop::CriHostPathStat,
+    says: "failed to stat \"<src>\": stat <src>: transport endpoint is not connected",
+    upstream: "containerd's CRI (pkg/cri/opts/spec_linux.go WithMounts in 1.5 to 1.7, internal/cri/opts in 2.x; addOCIBindMounts in the cri plugin before) stats each CRI mount's host_path at CreateContainer, creates it when missing and fails with `failed to stat` on any other error; 2.1 bounds that stat with a timeout (`mountpath ... could be stuck`), which an aborted FUSE connection answers at once",
+    seen: true,
+}];
+
+/// The CRI row for containerd at `release`.
+pub fn expected_cri(release: Option<Version>) -> Option<&'static Row> {
+    lookup(CRI_TABLE, "containerd", release)
+}
+
 /// The row for `runtime` at `version`.
 pub fn expected(runtime: &str, version: Option<Version>) -> Option<&'static Row> {
+    lookup(TABLE, runtime, version)
+}
+
+fn lookup(table: &'static [Row], runtime: &str, version: Option<Version>) -> Option<&'static Row> {
     let v = version?;
-    TABLE
+    table
         .iter()
         .find(|r| r.runtime == runtime && r.from <= v && r.until.is_none_or(|u| v < u))
 }
@@ -95,13 +119,27 @@ pub fn stop_of(attempt: &ReadAttempt) -> Option<Stop> {
     let failed = attempt.failed_step()?;
     let error = failed.error.as_deref().unwrap_or_default().to_lowercase();
     let enotconn = error.contains("transport endpoint is not connected");
+    // The OCI runtime's `create` fails on its own; through CRI its words come back wrapped
+    // in containerd's from StartContainer (`failed to create containerd task: ... OCI
+    // runtime create failed: ...`).
+    let runtime_create = matches!(failed.command.as_str(), "create" | "StartContainer");
     match failed.command.as_str() {
-        "create" if error.contains("mount through procfd") => Some(Stop::ProcfdMount),
-        "create" if error.contains("failed to fulfil mount request") => Some(Stop::MountRequest),
-        "create" if enotconn && (error.contains("stat ") || error.contains("stat'ing")) => {
+        "CreateContainer" if enotconn && error.contains("failed to stat") => {
+            Some(Stop::CriHostPathStat)
+        }
+        _ if runtime_create && error.contains("mount through procfd") => Some(Stop::ProcfdMount),
+        _ if runtime_create && error.contains("failed to fulfil mount request") => {
+            Some(Stop::MountRequest)
+        }
+        _ if runtime_create
+            && enotconn
+            && (error.contains("stat ") || error.contains("stat'ing")) =>
+        {
             Some(Stop::SourceStat)
         }
-        c if c.starts_with("exec ") && enotconn => Some(Stop::WorkloadAccess),
+        c if (c.starts_with("exec ") || c.starts_with("ExecSync ")) && enotconn => {
+            Some(Stop::WorkloadAccess)
+        }
         _ => None,
     }
 }
@@ -152,8 +190,9 @@ mod tests {
 
     #[test]
     fn rows_of_one_runtime_do_not_overlap() {
-        for a in TABLE {
-            for b in TABLE.iter().filter(|b| b.runtime == a.runtime) {
+        let all = || TABLE.iter().chain(CRI_TABLE);
+        for a in all() {
+            for b in all().filter(|b| b.runtime == a.runtime) {
                 if std::ptr::eq(a, b) {
                     continue;
                 }
@@ -166,7 +205,7 @@ mod tests {
 
     #[test]
     fn every_row_is_what_its_words_classify_as() {
-        for r in TABLE {
+        for r in TABLE.iter().chain(CRI_TABLE) {
             let src = "/s/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/v/mount";
             let says = r.says.replace("<src>", src);
             let a = match r.stop {
@@ -175,6 +214,7 @@ mod tests {
                     step("start", None),
                     step("exec cat /vol/dashboard.json", Some(&says)),
                 ]),
+                Stop::CriHostPathStat => attempt(vec![step("CreateContainer", Some(&says))]),
                 _ => attempt(vec![step("create", Some(&says))]),
             };
             assert_eq!(stop_of(&a), Some(r.stop), "{} from {}", r.runtime, r.from);
@@ -197,6 +237,23 @@ mod tests {
         let crun_stat = "error stat'ing file `/x`: Transport endpoint is not connected";
         assert_eq!(
             stop_of(&attempt(vec![step("create", Some(crun_stat))])),
+            Some(Stop::SourceStat)
+        );
+        // containerd 1.6.20's CRI on the dead CSI path (CreateContainer's gRPC status).
+        let cri = "failed to generate container \"8f3c\" spec: failed to generate spec: failed to stat \"/tmp/s/csi\": stat /tmp/s/csi: transport endpoint is not connected";
+        assert_eq!(
+            stop_of(&attempt(vec![step("CreateContainer", Some(cri))])),
+            Some(Stop::CriHostPathStat)
+        );
+        assert!(expected_cri(Some(Version(1, 6, 20)))
+            .is_some_and(|r| cri.contains(&r.says.replace("<src>", "/tmp/s/csi"))));
+        // The same runc words through CRI's StartContainer.
+        let wrapped = format!("failed to create containerd task: failed to create shim task: OCI runtime create failed: {runc}: unknown");
+        assert_eq!(
+            stop_of(&attempt(vec![
+                step("CreateContainer", None),
+                step("StartContainer", Some(&wrapped))
+            ])),
             Some(Stop::SourceStat)
         );
         // Something else entirely, or no failure at all.

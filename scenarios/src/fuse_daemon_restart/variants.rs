@@ -6,12 +6,11 @@ use anyhow::Context as _;
 use faultline_core::guard::Mount;
 use faultline_core::Context;
 use faultline_fuse::FuseDaemon;
-use faultline_runtime::oci::ReadAttempt;
 use faultline_sys::mountinfo::{read_mountinfo, MountInfo};
 use serde_json::json;
 
 use super::runtimes;
-use super::{access, csi_access, errno_of, list, Layout, ATTR_TTL, CONTENT, VOLUME};
+use super::{access, csi_access, errno_of, list, Layout, NewContainer, ATTR_TTL, CONTENT, VOLUME};
 
 /// The state every variant starts from: the daemon ran, the CSI volume was bound from its
 /// mount and a container started; then the daemon was SIGKILLed (the OOM kill).
@@ -27,7 +26,7 @@ impl DeadDaemon {
     pub(super) fn build(ctx: &Context, l: &Layout) -> anyhow::Result<DeadDaemon> {
         let mut first = l.daemon(false)?;
         let csi_bind = Some(l.csi_publish()?);
-        let healthy = l.start_container()?;
+        let healthy = l.start_oci()?;
         anyhow::ensure!(
             healthy.content.as_deref() == Some(&String::from_utf8_lossy(CONTENT)[..]),
             "a container on the healthy volume did not read it: {}",
@@ -66,7 +65,7 @@ fn dev_str((major, minor): (u32, u32)) -> String {
 /// What one variant did after the kill.
 pub(super) struct Step {
     pub(super) reproduced: bool,
-    pub(super) start: ReadAttempt,
+    pub(super) start: NewContainer,
     /// A key of `observed` and its value.
     pub(super) detail: Option<(&'static str, serde_json::Value)>,
     /// The restarted daemon, dropped before the dead one.
@@ -75,30 +74,46 @@ pub(super) struct Step {
     pub(super) mounts: Option<Vec<MountInfo>>,
 }
 
-/// A new container on the dead volume: it must not read it, and must stop where the runtime
-/// table says this runtime and version stop. A runtime that stops elsewhere is an error with
-/// both named: either the table or the runtime changed, and the table must say which.
-fn dead_volume_start(l: &Layout) -> anyhow::Result<ReadAttempt> {
-    let start = l.start_container()?;
-    let id = &start.runtime;
-    let stop = runtimes::stop_of(&start);
-    if let Some(row) = runtimes::expected(&id.name, id.version) {
-        anyhow::ensure!(
-            stop == Some(row.stop),
-            "{id} stopped at {stop:?} on the dead volume, the runtime table expects {:?} ({}); steps: {}",
-            row.stop,
-            row.upstream,
-            json!(start.steps)
-        );
+/// A new container on the dead volume, both ways: neither may read it, and each must stop
+/// where its table says (the OCI runtime's by runtime and version, CRI's by containerd
+/// release). One that stops elsewhere is an error with both named: either the table or the
+/// runtime changed, and the table must say which.
+fn dead_volume_start(l: &Layout) -> anyhow::Result<NewContainer> {
+    let new = l.start_new()?;
+    let id = &new.oci.runtime;
+    let rows = [
+        (
+            &new.oci,
+            runtimes::expected(&id.name, id.version),
+            id.to_string(),
+        ),
+        (
+            &new.cri,
+            runtimes::expected_cri(new.containerd),
+            format!("containerd {}", new.cri_runtime["cri"]["containerd"]),
+        ),
+    ];
+    for (attempt, row, who) in rows {
+        let stop = runtimes::stop_of(attempt);
+        if let Some(row) = row {
+            anyhow::ensure!(
+                stop == Some(row.stop),
+                "{who} stopped at {stop:?} on the dead volume, the runtime table expects {:?} ({}); steps: {}",
+                row.stop,
+                row.upstream,
+                json!(attempt.steps)
+            );
+        }
     }
-    Ok(start)
+    Ok(new)
 }
 
 /// `kill`: the CSI path answers ENOTCONN and a new container cannot read its volume.
 pub(super) fn kill(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<Step> {
     let start = dead_volume_start(l)?;
     Ok(Step {
-        reproduced: errno_of(&dead.after_kill) == Some(libc::ENOTCONN as i64) && !start.read(),
+        reproduced: errno_of(&dead.after_kill) == Some(libc::ENOTCONN as i64)
+            && start.read_neither(),
         start,
         detail: None,
         second: None,
@@ -147,7 +162,7 @@ pub(super) fn restart_nonempty(l: &Layout, dead: &DeadDaemon) -> anyhow::Result<
     });
     let reproduced = new_mount.is_null()
         && errno_of(&csi) == Some(libc::ENOTCONN as i64)
-        && !start.read()
+        && start.read_neither()
         && stacked_on_dead
         && bind_on_old_dev;
     Ok(Step {
@@ -171,14 +186,13 @@ pub(super) fn remount(l: &Layout, dead: &mut DeadDaemon) -> anyhow::Result<Step>
     let d = l.daemon(false)?;
     dead.csi_bind = Some(l.csi_publish()?);
     let csi = csi_access(l);
-    let start = l.start_container()?;
+    let start = l.start_new()?;
     let detail = json!({
         "new_daemon": {"pid": d.pid(), "dev": dev_str(d.dev())},
         "csi_access": csi,
     });
-    let read_back = start.content.as_deref() == Some(&String::from_utf8_lossy(CONTENT)[..]);
     Ok(Step {
-        reproduced: !(csi.is_null() && start.started() && read_back),
+        reproduced: !(csi.is_null() && start.read_both()),
         start,
         detail: Some(("fix", detail)),
         second: Some(d),

@@ -68,7 +68,13 @@ impl fmt::Display for Identity {
 pub fn parse_version(line: &str) -> Option<Version> {
     let mut words = line.split_whitespace();
     words.find(|w| *w == "version")?;
-    let word = words.next()?.trim_start_matches('v');
+    parse_release(words.next()?)
+}
+
+/// A release word: `1.6.20` of `1.6.20~ds1` (as containerd's CRI reports its version),
+/// `v1.2.0-rc.1`, `1.8`. Missing parts count as 0.
+pub fn parse_release(word: &str) -> Option<Version> {
+    let word = word.trim_start_matches('v');
     let numeric: String = word
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.')
@@ -142,6 +148,9 @@ mod tests {
         );
         assert_eq!(parse_version("runc version 1.0"), Some(Version(1, 0, 0)));
         assert_eq!(parse_version("youki"), None);
+        // containerd's CRI Version answer (runtime_version) on Debian 12.
+        assert_eq!(parse_release("1.6.20~ds1"), Some(Version(1, 6, 20)));
+        assert_eq!(parse_release("v2.0.0"), Some(Version(2, 0, 0)));
         let id = Identity::from_line(Path::new("/usr/sbin/runc"), "runc version 1.1.5+ds1");
         assert_eq!(id.name, "runc");
         assert_eq!(id.to_string(), "runc 1.1.5");

@@ -85,11 +85,13 @@ impl ReadAttempt {
         self.content.is_some()
     }
 
-    /// The runtime made the container (`create` and `start` worked), whatever the read did.
+    /// The container was made and started, whatever the read did: the read is tried only
+    /// then (`exec cat` after `create` and `start`, `ExecSync cat` after CRI's
+    /// CreateContainer and StartContainer).
     pub fn started(&self) -> bool {
-        ["create", "start"]
+        self.steps
             .iter()
-            .all(|c| self.steps.iter().any(|s| s.command == *c && s.ok))
+            .any(|s| s.command.starts_with("exec ") || s.command.starts_with("ExecSync "))
     }
 }
 
@@ -113,13 +115,7 @@ pub fn start_and_read(
         }
         Created::Container(c) => c,
     };
-    attempt.steps.push(Step {
-        command: "create".into(),
-        ok: true,
-        exit: Some(0),
-        error: None,
-        stdout: String::new(),
-    });
+    attempt.steps.push(Step::done("create"));
     let start = container.start()?;
     let started = start.ok;
     attempt.steps.push(start);

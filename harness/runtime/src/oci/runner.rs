@@ -78,6 +78,17 @@ pub struct Step {
 }
 
 impl Step {
+    /// A step that worked and printed nothing.
+    pub fn done(command: &str) -> Step {
+        Step {
+            command: command.into(),
+            ok: true,
+            exit: Some(0),
+            error: None,
+            stdout: String::new(),
+        }
+    }
+
     fn from_output(command: String, out: &Output) -> Step {
         let ok = out.status.success();
         let stderr = String::from_utf8_lossy(&out.stderr);
