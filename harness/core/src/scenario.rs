@@ -5,8 +5,10 @@
 //! The runner calls `run_variant` inside the scenario's own child process, which already has a
 //! private mount namespace (`/` rprivate), its own pid namespace, and a tmpfs scratch directory.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -287,6 +289,9 @@ pub struct Context {
     pub kmsg: Option<KmsgCursor>,
     /// The container runtime under test (`--runtime`), for the runtime scenarios.
     pub runtime: Option<crate::runtime_under_test::RuntimeUnderTest>,
+    /// What the scenario's variants share, made by the first that asks ([`Context::shared`])
+    /// and dropped (torn down) when the scenario ends.
+    pub shared: Option<Rc<dyn Any>>,
 }
 
 impl Context {
@@ -315,6 +320,24 @@ impl Context {
             }),
             None => Vec::new(),
         }
+    }
+
+    /// What the variants share: the value of type `T` the first caller made with `make`,
+    /// kept until the scenario ends. A pod of a containerd, say, which each variant's
+    /// containers join, as one pod's containers do on a node; under TCG a containerd and its
+    /// pod take seconds to start.
+    pub fn shared<T: 'static>(
+        &mut self,
+        make: impl FnOnce(&Context) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Rc<T>> {
+        if let Some(v) = &self.shared {
+            return Rc::clone(v)
+                .downcast::<T>()
+                .map_err(|_| anyhow::anyhow!("the scenario's shared value has another type"));
+        }
+        let v = Rc::new(make(self)?);
+        self.shared = Some(v.clone());
+        Ok(v)
     }
 
     /// A progress line for long steps (shown with -v).

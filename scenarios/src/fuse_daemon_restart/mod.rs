@@ -298,6 +298,8 @@ impl Scenario for FuseDaemonRestart {
     fn requirements(&self) -> Vec<Requirement> {
         vec![
             Requirement::Root,
+            // containerd's overlayfs snapshotter mounts the pod's rootfs.
+            Requirement::Filesystem("overlay"),
             Requirement::Filesystem("fuse"),
             Requirement::Path {
                 path: "/dev/fuse",
@@ -328,8 +330,10 @@ impl Scenario for FuseDaemonRestart {
         ]
     }
 
+    /// A few seconds on the host; 50 to 65 s under TCG with runc, each variant starting a
+    /// containerd and its pod.
     fn timeout(&self) -> Duration {
-        Duration::from_secs(120)
+        Duration::from_secs(180)
     }
 
     fn run_variant(&self, ctx: &mut Context, variant: &Variant) -> anyhow::Result<VariantOutcome> {

@@ -1,25 +1,32 @@
-//! The pod's container as this scenario uses it, whatever starts it. Today the OCI runtime
-//! under test starts it directly (`create`/`start` on a bundle whose spec binds the
-//! hostPath, `exec` to look inside); containerd's CRI (CreateContainer with a CRI mount,
-//! ExecSync) is the other way a kubelet starts one, to be added as another [`Starter`].
+//! The pod's container as this scenario uses it, whatever starts it: containerd's CRI, as
+//! kubelet does (a pod of a private containerd, CreateContainer with the hostPath as a CRI
+//! mount, ExecSync to look inside), or the OCI runtime under test driven directly
+//! (`create`/`start` on a bundle whose spec binds the hostPath, `exec` to look inside).
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::Context as _;
+use faultline_core::runtime_under_test::RuntimeUnderTest;
+use faultline_runtime::cri::HostMount;
 use faultline_runtime::oci::{
-    self, unique_id, BindMount, Bundle, BundleSpec, Created, OciRuntime, Step,
+    self, unique_id, BindMount, Bundle, BundleSpec, Created, OciRuntime, Step, Version,
 };
+use faultline_runtime::pod::{CriContainer, CriPod};
 use serde_json::json;
 
 /// What starts the pod's containers.
 pub(super) enum Starter {
     /// The OCI runtime under test, driven directly, its state and bundles under `dir`.
     Oci { runtime: OciRuntime, dir: PathBuf },
+    /// A pod of a private containerd of the runtime under test, through its CRI plugin.
+    Cri(Rc<CriPod>),
 }
 
 /// A container of the pod, running.
 pub(super) enum PodContainer<'a> {
     Oci(oci::Container<'a>),
+    Cri(CriContainer<'a>),
 }
 
 /// What a start gave: the container, or the refusal in the starter's own words.
@@ -53,17 +60,35 @@ impl Starter {
         })
     }
 
+    /// The pod of a containerd of `runtime`, under `dir`.
+    pub(super) fn pod(runtime: &RuntimeUnderTest, dir: &Path) -> anyhow::Result<CriPod> {
+        CriPod::start(runtime, dir, "app").context("failed to run the pod through containerd's CRI")
+    }
+
     /// Who starts the containers, for the result.
     pub(super) fn describe(&self) -> serde_json::Value {
         match self {
             Starter::Oci { runtime, .. } => json!({"oci": runtime.identity()}),
+            Starter::Cri(pod) => pod.describe(),
         }
     }
 
-    /// The OCI runtime's name and version, for the runtime table.
-    pub(super) fn identity(&self) -> &oci::Identity {
+    /// Whose behaviour the runtime table holds, and its release: the OCI runtime driven
+    /// directly, or containerd, whose CRI plugin acts on host paths before any OCI runtime.
+    pub(super) fn table_key(&self) -> (String, Option<Version>) {
         match self {
-            Starter::Oci { runtime, .. } => runtime.identity(),
+            Starter::Oci { runtime, .. } => {
+                (runtime.identity().name.clone(), runtime.identity().version)
+            }
+            Starter::Cri(pod) => ("containerd".into(), pod.containerd_release()),
+        }
+    }
+
+    /// Who the table key names, for messages.
+    pub(super) fn who(&self) -> String {
+        match self {
+            Starter::Oci { runtime, .. } => runtime.identity().to_string(),
+            Starter::Cri(pod) => format!("containerd {}", pod.containerd().version()),
         }
     }
 
@@ -95,6 +120,23 @@ impl Starter {
                 }
                 Ok(Started::Running(PodContainer::Oci(container)))
             }
+            Starter::Cri(pod) => {
+                let mounts: Vec<HostMount> = mounts
+                    .iter()
+                    .map(|m| HostMount {
+                        host_path: m.source.clone(),
+                        container_path: m.destination.display().to_string(),
+                        readonly: m.read_only,
+                    })
+                    .collect();
+                match pod
+                    .start_container(name, &mounts)
+                    .context("failed to drive containerd's CRI")?
+                {
+                    Ok(c) => Ok(Started::Running(PodContainer::Cri(c))),
+                    Err(step) => Ok(Started::Refused(step)),
+                }
+            }
         }
     }
 }
@@ -104,12 +146,17 @@ impl PodContainer<'_> {
     pub(super) fn pid(&self) -> anyhow::Result<i32> {
         match self {
             PodContainer::Oci(c) => c.pid().context("failed to ask the runtime for the pid"),
+            PodContainer::Cri(c) => c
+                .pid()
+                .context("failed to ask containerd for the pid")?
+                .context("containerd's ContainerStatus gave no pid"),
         }
     }
 
     fn exec(&self, args: &[&str]) -> anyhow::Result<Step> {
         match self {
             PodContainer::Oci(c) => c.exec(args).context("failed to drive the OCI runtime"),
+            PodContainer::Cri(c) => c.exec(args).context("failed to drive containerd's CRI"),
         }
     }
 
@@ -136,7 +183,8 @@ impl PodContainer<'_> {
         })
     }
 
-    /// Stops and removes the container (`delete --force` for the OCI runtime).
+    /// Stops and removes the container (`delete --force` for the OCI runtime, RemoveContainer
+    /// through CRI).
     pub(super) fn remove(self) -> anyhow::Result<()> {
         match self {
             PodContainer::Oci(c) => {
@@ -148,6 +196,7 @@ impl PodContainer<'_> {
                 );
                 Ok(())
             }
+            PodContainer::Cri(c) => c.remove().context("failed to remove the container"),
         }
     }
 }

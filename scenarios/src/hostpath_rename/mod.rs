@@ -15,12 +15,14 @@
 //! how bind mounts have always worked (no kernel fix; `dentry_path()` in fs/d_path.c appends
 //! `//deleted` to unlinked roots), so the expectations do not depend on the kernel version.
 //!
-//! Environment: the pod's container is a real one, started by the OCI runtime under test
-//! (`--runtime … oci=…`, else runc on PATH) from a bundle whose spec binds the host file
-//! read-only at `/data.txt`, as kubelet passes a hostPath volume of type File (`rbind`,
-//! `rprivate`, `ro`); the scenario reads it from inside with `exec cat /data.txt` and
-//! `exec stat -c '%h %i' /data.txt`. `container` keeps the container behind an enum, so
-//! containerd's CRI (CreateContainer, ExecSync) can start it too.
+//! Environment: the pod is a real one of a private containerd of the runtime under test
+//! (`--runtime`), driven through its CRI plugin as kubelet drives it: RunPodSandbox on the
+//! node's network, CreateContainer with the host file as a CRI mount at `/data.txt`,
+//! read-only, as kubelet passes a hostPath volume of type File (containerd makes it an
+//! `rbind`, `rprivate`, `ro` bind for the OCI runtime); the scenario reads it from inside
+//! with ExecSync `cat /data.txt` and `stat -c '%h %i' /data.txt`. The `oci-` variants start
+//! the container with the OCI runtime alone (`create`/`start` on a bundle whose spec binds
+//! the file the same way, `exec` to look inside), which is where the runtimes differ.
 //!
 //! Variants:
 //! - `in-place`: the host truncates and writes the same inode: the container sees the update.
@@ -29,8 +31,12 @@
 //! - `dir-bind`: the mitigation: bind the parent directory instead; after the rename the
 //!   container sees the new content.
 //! - `restart-missing` (file `restart`): the host removes the file while the container runs (it
-//!   keeps reading the ghost), then the container is started again: the runtime meets a
-//!   missing source and refuses, in words tabled per runtime and version. Reproduced.
+//!   keeps reading the ghost), then the container is started again: containerd creates the
+//!   missing path as a directory and starts it, and the host's next `mv -f` fails.
+//!   Reproduced.
+//! - `oci-rename`: `rename` with the OCI runtime alone. Reproduced.
+//! - `oci-restart-missing`: `restart-missing` with the OCI runtime alone, which refuses, in
+//!   words tabled per runtime and version. Reproduced.
 
 mod container;
 mod restart;
@@ -41,6 +47,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use faultline_core::{
     Context, Expectation, KernelVersion, Requirement, Scenario, Variant, VariantOutcome,
+    VariantSkipped,
 };
 use faultline_detect::stale_bind;
 use faultline_runtime::oci::{self, BindMount};
@@ -61,6 +68,24 @@ faultline_core::variant_kind! {
         Rename = "rename",
         DirBind = "dir-bind",
         RestartMissing = "restart-missing",
+        OciRename = "oci-rename",
+        OciRestartMissing = "oci-restart-missing",
+    }
+}
+
+impl Mode {
+    /// The same update without the starter's prefix.
+    fn update(self) -> Mode {
+        match self {
+            Mode::OciRename => Mode::Rename,
+            Mode::OciRestartMissing => Mode::RestartMissing,
+            m => m,
+        }
+    }
+
+    /// Whether the OCI runtime alone starts the container, not containerd's CRI.
+    fn oci_alone(self) -> bool {
+        matches!(self, Mode::OciRename | Mode::OciRestartMissing)
     }
 }
 
@@ -73,8 +98,13 @@ impl Scenario for HostpathRename {
         "single-file hostPath bind pins the inode: after the host's mv -f the container reads the old, 0-link file"
     }
 
-    /// The OCI runtime under test starts the container (`--runtime ...,oci=`).
+    /// The runtime under test starts the container (`--runtime`).
     fn uses_runtime(&self) -> bool {
+        true
+    }
+
+    /// Through containerd's CRI, but for the `oci-` variants.
+    fn uses_containerd(&self) -> bool {
         true
     }
 
@@ -85,6 +115,8 @@ impl Scenario for HostpathRename {
     fn requirements(&self) -> Vec<Requirement> {
         vec![
             Requirement::Root,
+            // containerd's overlayfs snapshotter mounts the pod's rootfs.
+            Requirement::Filesystem("overlay"),
             Requirement::binary("busybox", "busybox-static"),
             Requirement::OciRuntime { probe: oci::probe },
         ]
@@ -109,7 +141,17 @@ impl Scenario for HostpathRename {
             ),
             Variant::new(
                 Mode::RestartMissing,
-                "file bind; the host removes the file, the container is started again: the runtime meets a missing source",
+                "file bind; the host removes the file, the container is started again: containerd meets a missing source",
+                Expectation::Reproduced,
+            ),
+            Variant::new(
+                Mode::OciRename,
+                "rename, the container started by the OCI runtime alone",
+                Expectation::Reproduced,
+            ),
+            Variant::new(
+                Mode::OciRestartMissing,
+                "restart-missing, the container started by the OCI runtime alone: it meets a missing source",
                 Expectation::Reproduced,
             ),
         ]
@@ -121,18 +163,18 @@ impl Scenario for HostpathRename {
             .variant_dir(variant.name)
             .context("failed to create the variant directory")?;
         let volume = Volume::build(&dir, mode)?;
-        let binary = oci::oci_runtime_binary(ctx.runtime.as_ref()).map_err(anyhow::Error::msg)?;
-        let starter = Starter::oci(&binary, &dir.join("runtime"))?;
+        let starter = starter(ctx, mode, &dir)?;
         ctx.progress(format!("starting the container ({})", variant.name));
+        let mode = mode.update();
         if mode == Mode::RestartMissing {
-            let out = restart::run(&starter, &volume.host_file, &volume.bind)?;
+            let out = restart::run(&starter, variant.name, &volume.host_file, &volume.bind)?;
             return Ok(VariantOutcome {
                 reproduced: out.reproduced,
                 observed: out.observed,
                 findings: out.findings,
             });
         }
-        let container = match starter.start("app", std::slice::from_ref(&volume.bind))? {
+        let container = match starter.start(variant.name, std::slice::from_ref(&volume.bind))? {
             Started::Running(c) => c,
             Started::Refused(step) => anyhow::bail!(
                 "the runtime refused the container at {}: {}",
@@ -153,9 +195,30 @@ impl Scenario for HostpathRename {
         })
     }
 
+    /// About 2 s on the host; under TCG each runc start or exec takes about 2.5 s, and the
+    /// scenario makes about 35 of them (88 s on debian:6.1 with runc).
     fn timeout(&self) -> Duration {
-        Duration::from_secs(90)
+        Duration::from_secs(240)
     }
+}
+
+/// What starts the variant's containers: the OCI runtime alone for the `oci-` variants,
+/// else the scenario's pod of a containerd of the runtime under test.
+fn starter(ctx: &mut Context, mode: Mode, dir: &Path) -> anyhow::Result<Starter> {
+    if mode.oci_alone() {
+        let binary = oci::oci_runtime_binary(ctx.runtime.as_ref()).map_err(anyhow::Error::msg)?;
+        return Starter::oci(&binary, &dir.join("runtime"));
+    }
+    // One pod for the scenario, each variant's containers in it, as on a node.
+    let pod = ctx.shared(|ctx| {
+        let runtime = ctx.runtime.as_ref().ok_or_else(|| {
+            VariantSkipped::error(
+                "no container runtime under test: the pod runs on a containerd of the runtime under test (faultline run --runtime)",
+            )
+        })?;
+        Starter::pod(runtime, &ctx.scratch().join("cri"))
+    })?;
+    Ok(Starter::Cri(pod))
 }
 
 /// The host's update and what the container and the host see before and after it. The
@@ -278,7 +341,11 @@ fn update(mode: Mode, host_dir: &Path, host_file: &Path) -> anyhow::Result<()> {
                 .and_then(|()| f.sync_all())
                 .context("failed to write the host file in place")?;
         }
-        Mode::Rename | Mode::DirBind | Mode::RestartMissing => {
+        Mode::Rename
+        | Mode::DirBind
+        | Mode::RestartMissing
+        | Mode::OciRename
+        | Mode::OciRestartMissing => {
             let tmp = host_dir.join("data.txt.new");
             let mut f = std::fs::File::create(&tmp).context("failed to create the new file")?;
             f.write_all(NEW.as_bytes())

@@ -157,6 +157,7 @@ fn prepare_namespace(args: &ChildArgs) -> anyhow::Result<(Context, Mount)> {
         artifacts,
         kmsg,
         runtime: args.runtime.clone(),
+        shared: None,
     };
     Ok((ctx, tmp))
 }
@@ -220,6 +221,9 @@ fn run_variants(
         result.variants.push(j.result);
         result.findings.extend(j.findings);
     }
+    // What the variants shared (a containerd and its pod) is torn down now, so that what
+    // its teardown makes the kernel say is in this scenario's log.
+    ctx.shared = None;
     let kmsg = ctx.kmsg_since_marker();
     let alerts = faultline_sys::kmsg::alerts(&kmsg);
     if let Some(first) = alerts.first() {
