@@ -264,7 +264,7 @@ pub trait Scenario: Sync {
     }
 
     /// Whether it also drives containerd (CRI, shims), not only the OCI runtime: the VM's
-    /// initramfs then carries containerd, its shims and ctr too (about 100 MiB, so only
+    /// initramfs then carries containerd and its runc v2 shim too (about 60 MiB, so only
     /// when a selected scenario needs them).
     fn uses_containerd(&self) -> bool {
         false

@@ -28,7 +28,7 @@ pub(super) fn lacking(ctx: &Context, kind: Kind, r: Option<Release>) -> Option<S
         );
     };
     match kind {
-        Kind::CriShimV1 => versions::has_shim_v1(r).err().or_else(no_cgroup_v1),
+        Kind::CriShimV1 => no_cgroup_v1().or_else(|| versions::has_shim_v1(r).err()),
         Kind::CriVolatile => versions::has_overlay_mount_options(r)
             .err()
             .or_else(no_volatile),
