@@ -317,7 +317,7 @@ impl Cri {
 
     /// The container's init pid, from ContainerStatus's verbose `info` (containerd's CRI
     /// puts the task's pid there, pkg/cri/server/container_status.go `toCRIContainerInfo`;
-    /// CRI itself has no pid field). `None` when the answer has none.
+    /// CRI itself has no pid field). `None` when the answer has none, or 0 (not started).
     pub fn container_pid(&self, id: &str) -> Result<Option<i32>, ContainerdError> {
         let mut rs = self.runtime();
         let req = Self::req(
@@ -412,12 +412,31 @@ impl Cri {
 /// `pid` of containerd's verbose container info (JSON).
 fn pid_of_info(info: &str) -> Option<i32> {
     let v: serde_json::Value = serde_json::from_str(info).ok()?;
-    v.get("pid")?.as_i64().and_then(|p| i32::try_from(p).ok())
+    v.get("pid")?
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|&p| p > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// containerd 1.6.20's ContainerStatus `info["info"]` for a running container of
+    /// hostpath-rename's pod, as CRI returned it.
+    const INFO_1_6_20: &str = include_str!("testdata/container_status_info_1.6.20.json");
+
+    #[test]
+    fn the_pid_comes_from_containerds_verbose_info() {
+        assert_eq!(pid_of_info(INFO_1_6_20), Some(379));
+        // A container that has not started has pid 0 in containerd's status: no pid. No
+        // info or no pid is no answer either.
+        let not_started = INFO_1_6_20.replace("\"pid\":379", "\"pid\":0");
+        assert_ne!(not_started, INFO_1_6_20);
+        assert_eq!(pid_of_info(&not_started), None);
+        assert_eq!(pid_of_info("{}"), None);
+        assert_eq!(pid_of_info("not json"), None);
+    }
 
     #[test]
     fn a_pod_uses_the_node_network_and_its_own_pid_namespace_without_hostname() {
