@@ -65,14 +65,11 @@ impl CriPod {
     /// PATH, which must be static, as for the OCI bundles) and runs pod `name` with the runc
     /// v2 shim (which runs the runtime's OCI runtime).
     pub fn start(runtime: &RuntimeUnderTest, dir: &Path, name: &str) -> Result<CriPod, PodError> {
-        let oci = Identity::of(&runtime.oci)?;
+        let oci = Identity::recorded(&runtime.oci, &runtime.versions.oci)?;
         let busybox = find_on_path("busybox").ok_or(PodError::NoBusybox)?;
         let config = ContainerdConfig::new(dir, &runtime.oci, IMAGE);
         let ctd = PrivateContainerd::start(runtime, config)?;
-        let image = ImageBuilder::busybox(IMAGE, &busybox)
-            .entrypoint(&["/bin/sleep", "2147483647"])
-            .build()?;
-        ctd.import(&image)?;
+        import_busybox(&ctd, &busybox)?;
         let pod = ctd.cri().run_pod(&ctd.pod_spec(name, Handler::RuncV2))?;
         Ok(CriPod { ctd, pod, oci })
     }
@@ -156,10 +153,6 @@ impl CriPod {
 }
 
 impl CriContainer<'_> {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// ExecSync `args`: a failed command is a step that failed with its stderr.
     pub fn exec(&self, args: &[&str]) -> Result<Step, PodError> {
         let r = self.pod.ctd.cri().exec_sync(&self.id, args, EXEC_LIMIT)?;
@@ -191,6 +184,15 @@ impl CriContainer<'_> {
     }
 }
 
+/// Builds the image [`IMAGE`] from the static `busybox` (its entrypoint sleeps; CRI's command
+/// overrides it) and imports it through containerd's API.
+pub fn import_busybox(ctd: &PrivateContainerd, busybox: &Path) -> Result<(), PodError> {
+    let image = ImageBuilder::busybox(IMAGE, busybox)
+        .entrypoint(&["/bin/sleep", "2147483647"])
+        .build()?;
+    Ok(ctd.import(&image)?)
+}
+
 /// A CRI call's result as a step: a gRPC status from containerd is a refusal in its own
 /// words; no answer at all is an error.
 fn refusal<T>(
@@ -199,13 +201,9 @@ fn refusal<T>(
 ) -> Result<Result<T, Step>, ContainerdError> {
     match result {
         Ok(v) => Ok(Ok(v)),
-        Err(ContainerdError::Call { status, .. }) => Ok(Err(Step {
-            command: call.into(),
-            ok: false,
-            exit: None,
-            error: Some(status.message().to_string()),
-            stdout: String::new(),
-        })),
+        Err(ContainerdError::Call { status, .. }) => {
+            Ok(Err(Step::failed(call, None, status.message().to_string())))
+        }
         Err(e) => Err(e),
     }
 }

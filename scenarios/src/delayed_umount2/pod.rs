@@ -10,15 +10,13 @@ use anyhow::Context as _;
 use faultline_runtime::config::{ContainerdConfig, Handler};
 use faultline_runtime::containerd::PrivateContainerd;
 use faultline_runtime::cri::{ContainerSpec, Pod};
-use faultline_runtime::image::ImageBuilder;
+use faultline_runtime::pod::{import_busybox, IMAGE};
 use faultline_runtime::process::ShimProcess;
 
 use super::batch::Env;
 use super::storage::SlowStorage;
 use super::Kind;
 
-/// The image of the sandbox and the workload alike; CRI's command overrides its entrypoint.
-pub(super) const IMAGE: &str = "faultline.local/busybox:latest";
 /// Debian's busybox-static.
 pub(super) const BUSYBOX: &str = "/bin/busybox";
 
@@ -69,10 +67,7 @@ impl Lab {
                 ctd.socket().display()
             ),
         );
-        let image = ImageBuilder::busybox(IMAGE, Path::new(BUSYBOX))
-            .entrypoint(&["/bin/sleep", "2147483647"])
-            .build()?;
-        ctd.import(&image)?;
+        import_busybox(&ctd, Path::new(BUSYBOX))?;
         let handler = match kind {
             Kind::CriShimV1 => Handler::ShimV1,
             _ => Handler::RuncV2,

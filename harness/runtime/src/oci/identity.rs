@@ -35,6 +35,16 @@ impl Identity {
         Ok(Identity::from_line(binary, &version_line(binary)?))
     }
 
+    /// From the version line already recorded for `binary` (the runtime under test's
+    /// `versions.oci`, taken when it was resolved), without running it again; `--version`
+    /// when none was recorded.
+    pub fn recorded(binary: &Path, line: &str) -> Result<Identity, SelectError> {
+        if line.trim().is_empty() {
+            return Identity::of(binary);
+        }
+        Ok(Identity::from_line(binary, line))
+    }
+
     pub fn from_line(binary: &Path, line: &str) -> Identity {
         let file_name = binary
             .file_name()

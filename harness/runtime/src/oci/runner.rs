@@ -78,6 +78,17 @@ pub struct Step {
 }
 
 impl Step {
+    /// A step that failed with `error`, printing nothing.
+    pub fn failed(command: &str, exit: Option<i32>, error: String) -> Step {
+        Step {
+            command: command.into(),
+            ok: false,
+            exit,
+            error: Some(error),
+            stdout: String::new(),
+        }
+    }
+
     /// A step that worked and printed nothing.
     pub fn done(command: &str) -> Step {
         Step {
@@ -211,13 +222,11 @@ impl OciRuntime {
         let stderr = std::fs::read_to_string(bundle.dir.join("create.stderr")).unwrap_or_default();
         // Dropping the container deletes whatever the failed create left.
         drop(container);
-        Ok(Created::Refused(Step {
-            command: "create".into(),
-            ok: false,
-            exit: status.code(),
-            error: Some(runtime_message(&stderr, &status.to_string())),
-            stdout: String::new(),
-        }))
+        Ok(Created::Refused(Step::failed(
+            "create",
+            status.code(),
+            runtime_message(&stderr, &status.to_string()),
+        )))
     }
 
     /// `run --bundle B ID` in the foreground: the container runs its process to the end and
