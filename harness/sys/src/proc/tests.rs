@@ -3,6 +3,7 @@
 //! show on demand (an entry gone before it was read, one that reads as an error).
 
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 
 /// A stat line captured on 6.18 from `sleep` run through a symlink named `a) b (c`.
@@ -111,7 +112,14 @@ fn an_unprivileged_walk_records_what_it_could_not_read() {
     if !nix::unistd::geteuid().is_root() {
         return unprivileged_walk_as_this_user();
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    // A copy of this test binary that uid 65534 can reach: the checkout may sit under a
+    // directory only root can enter (`mktemp -d` makes them 0700).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("proc-tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = std::process::Command::new(&exe)
+        .current_dir("/")
         .args([
             "--exact",
             "proc::tests::unprivileged_walk_as_this_user",
